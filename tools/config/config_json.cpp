@@ -1,0 +1,314 @@
+#include "tools/config/config_json.hpp"
+
+#include <fstream>
+#include <set>
+#include <sstream>
+
+#include "plan/error.hpp"
+
+namespace dsv4 {
+namespace {
+
+using json = nlohmann::ordered_json;
+
+// Every scalar key of the official config.json, in one list so parse and write cannot drift apart.
+#define DSV4_MODEL_SCALAR_FIELDS(X)                                                          \
+  X(attention_bias) X(attention_dropout) X(bos_token_id) X(eos_token_id) X(expert_dtype)   \
+  X(hc_eps) X(hc_mult) X(hc_sinkhorn_iters) X(head_dim) X(hidden_act) X(hidden_size)        \
+  X(index_head_dim) X(index_n_heads) X(index_topk) X(initializer_range)                     \
+  X(max_position_embeddings) X(model_type) X(moe_intermediate_size) X(n_routed_experts)     \
+  X(n_shared_experts) X(norm_topk_prob) X(num_attention_heads) X(num_experts_per_tok)       \
+  X(num_hidden_layers) X(num_hash_layers) X(num_key_value_heads) X(num_nextn_predict_layers) \
+  X(o_groups) X(o_lora_rank) X(q_lora_rank) X(qk_rope_head_dim) X(rms_norm_eps)             \
+  X(rope_theta) X(routed_scaling_factor) X(scoring_func) X(sliding_window) X(swiglu_limit)  \
+  X(tie_word_embeddings) X(topk_method) X(torch_dtype) X(transformers_version) X(use_cache)  \
+  X(vocab_size) X(compress_rope_theta)
+
+#define DSV4_DEPLOY_FIELDS(X)                                                              \
+  X(ranks) X(attn_dp) X(moe_ep) X(lmhead_tp) X(max_tokens_per_step) X(max_requests_per_rank) \
+  X(max_context) X(kv_block)
+
+std::string type_name(const json& v) { return v.type_name(); }
+
+// Reads j[key] into out with a type check that names the field.
+template <class T>
+void read(const json& j, const char* key, T& out, const std::string& where) {
+  if (!j.contains(key)) throw Error(where + ": missing key \"" + key + "\"");
+  const json& v = j.at(key);
+  const std::string field = where + "." + key;
+  if constexpr (std::is_same_v<T, bool>) {
+    if (!v.is_boolean()) throw Error(field + ": expected a boolean, got " + type_name(v) + " " + v.dump());
+  } else if constexpr (std::is_integral_v<T>) {
+    if (!v.is_number_integer()) throw Error(field + ": expected an integer, got " + type_name(v) + " " + v.dump());
+  } else if constexpr (std::is_floating_point_v<T>) {
+    if (!v.is_number()) throw Error(field + ": expected a number, got " + type_name(v) + " " + v.dump());
+  } else if constexpr (std::is_same_v<T, std::string>) {
+    if (!v.is_string()) throw Error(field + ": expected a string, got " + type_name(v) + " " + v.dump());
+  } else {
+    if (!v.is_array()) throw Error(field + ": expected an array, got " + type_name(v) + " " + v.dump());
+    for (const json& e : v)
+      if (!(e.is_number_integer() || e.is_string()))
+        throw Error(field + ": unexpected element " + e.dump());
+  }
+  out = v.get<T>();
+}
+
+void reject_unknown(const json& j, const std::set<std::string>& known, const std::string& where) {
+  if (!j.is_object()) throw Error(where + ": expected a JSON object, got " + type_name(j));
+  for (auto it = j.begin(); it != j.end(); ++it)
+    if (!known.count(it.key())) throw Error(where + ": unknown key \"" + it.key() + "\"");
+}
+
+void require(bool ok, const std::string& where, const std::string& field, const std::string& what) {
+  if (!ok) throw Error(where + ": " + field + ": " + what);
+}
+
+std::string str(int64_t v) { return std::to_string(v); }
+
+}  // namespace
+
+ModelConfig model_from_json(const json& j, const std::string& where) {
+  std::set<std::string> known = {"architectures", "quantization_config", "rope_scaling", "compress_ratios"};
+#define X(f) known.insert(#f);
+  DSV4_MODEL_SCALAR_FIELDS(X)
+#undef X
+  reject_unknown(j, known, where);
+  ModelConfig m;
+#define X(f) read(j, #f, m.f, where);
+  DSV4_MODEL_SCALAR_FIELDS(X)
+#undef X
+  read(j, "architectures", m.architectures, where);
+  read(j, "compress_ratios", m.compress_ratios, where);
+
+  const std::string qw = where + ".quantization_config";
+  if (!j.contains("quantization_config")) throw Error(where + ": missing key \"quantization_config\"");
+  const json& q = j.at("quantization_config");
+  reject_unknown(q, {"activation_scheme", "fmt", "quant_method", "scale_fmt", "weight_block_size"}, qw);
+  read(q, "activation_scheme", m.quantization_config.activation_scheme, qw);
+  read(q, "fmt", m.quantization_config.fmt, qw);
+  read(q, "quant_method", m.quantization_config.quant_method, qw);
+  read(q, "scale_fmt", m.quantization_config.scale_fmt, qw);
+  read(q, "weight_block_size", m.quantization_config.weight_block_size, qw);
+
+  const std::string rw = where + ".rope_scaling";
+  if (!j.contains("rope_scaling")) throw Error(where + ": missing key \"rope_scaling\"");
+  const json& r = j.at("rope_scaling");
+  reject_unknown(r, {"type", "factor", "original_max_position_embeddings", "beta_fast", "beta_slow"}, rw);
+  read(r, "type", m.rope_scaling.type, rw);
+  read(r, "factor", m.rope_scaling.factor, rw);
+  read(r, "original_max_position_embeddings", m.rope_scaling.original_max_position_embeddings, rw);
+  read(r, "beta_fast", m.rope_scaling.beta_fast, rw);
+  read(r, "beta_slow", m.rope_scaling.beta_slow, rw);
+  return m;
+}
+
+json model_to_json(const ModelConfig& m) {
+  // Key order of the official file: alphabetical, then the two compress keys appended.
+  json j;
+  j["architectures"] = m.architectures;
+  j["attention_bias"] = m.attention_bias;
+  j["attention_dropout"] = m.attention_dropout;
+  j["bos_token_id"] = m.bos_token_id;
+  j["eos_token_id"] = m.eos_token_id;
+  j["expert_dtype"] = m.expert_dtype;
+  j["hc_eps"] = m.hc_eps;
+  j["hc_mult"] = m.hc_mult;
+  j["hc_sinkhorn_iters"] = m.hc_sinkhorn_iters;
+  j["head_dim"] = m.head_dim;
+  j["hidden_act"] = m.hidden_act;
+  j["hidden_size"] = m.hidden_size;
+  j["index_head_dim"] = m.index_head_dim;
+  j["index_n_heads"] = m.index_n_heads;
+  j["index_topk"] = m.index_topk;
+  j["initializer_range"] = m.initializer_range;
+  j["max_position_embeddings"] = m.max_position_embeddings;
+  j["model_type"] = m.model_type;
+  j["moe_intermediate_size"] = m.moe_intermediate_size;
+  j["n_routed_experts"] = m.n_routed_experts;
+  j["n_shared_experts"] = m.n_shared_experts;
+  j["norm_topk_prob"] = m.norm_topk_prob;
+  j["num_attention_heads"] = m.num_attention_heads;
+  j["num_experts_per_tok"] = m.num_experts_per_tok;
+  j["num_hidden_layers"] = m.num_hidden_layers;
+  j["num_hash_layers"] = m.num_hash_layers;
+  j["num_key_value_heads"] = m.num_key_value_heads;
+  j["num_nextn_predict_layers"] = m.num_nextn_predict_layers;
+  j["o_groups"] = m.o_groups;
+  j["o_lora_rank"] = m.o_lora_rank;
+  j["q_lora_rank"] = m.q_lora_rank;
+  j["qk_rope_head_dim"] = m.qk_rope_head_dim;
+  j["quantization_config"] = json{{"activation_scheme", m.quantization_config.activation_scheme},
+                                  {"fmt", m.quantization_config.fmt},
+                                  {"quant_method", m.quantization_config.quant_method},
+                                  {"scale_fmt", m.quantization_config.scale_fmt},
+                                  {"weight_block_size", m.quantization_config.weight_block_size}};
+  j["rms_norm_eps"] = m.rms_norm_eps;
+  j["rope_scaling"] = json{{"beta_fast", m.rope_scaling.beta_fast},
+                           {"beta_slow", m.rope_scaling.beta_slow},
+                           {"factor", m.rope_scaling.factor},
+                           {"original_max_position_embeddings", m.rope_scaling.original_max_position_embeddings},
+                           {"type", m.rope_scaling.type}};
+  j["rope_theta"] = m.rope_theta;
+  j["routed_scaling_factor"] = m.routed_scaling_factor;
+  j["scoring_func"] = m.scoring_func;
+  j["sliding_window"] = m.sliding_window;
+  j["swiglu_limit"] = m.swiglu_limit;
+  j["tie_word_embeddings"] = m.tie_word_embeddings;
+  j["topk_method"] = m.topk_method;
+  j["torch_dtype"] = m.torch_dtype;
+  j["transformers_version"] = m.transformers_version;
+  j["use_cache"] = m.use_cache;
+  j["vocab_size"] = m.vocab_size;
+  j["compress_rope_theta"] = m.compress_rope_theta;
+  j["compress_ratios"] = m.compress_ratios;
+  return j;
+}
+
+DeployConfig deploy_from_json(const json& j, const std::string& where) {
+  std::set<std::string> known;
+#define X(f) known.insert(#f);
+  DSV4_DEPLOY_FIELDS(X)
+#undef X
+  reject_unknown(j, known, where);
+  DeployConfig d;
+#define X(f) read(j, #f, d.f, where);
+  DSV4_DEPLOY_FIELDS(X)
+#undef X
+  return d;
+}
+
+json deploy_to_json(const DeployConfig& d) {
+  json j;
+#define X(f) j[#f] = d.f;
+  DSV4_DEPLOY_FIELDS(X)
+#undef X
+  return j;
+}
+
+ShapeConfig parse_shape_config(const std::string& text, const std::string& name, const std::string& where) {
+  json j;
+  try {
+    j = json::parse(text);
+  } catch (const json::parse_error& e) {
+    throw Error(where + ": invalid JSON: " + e.what());
+  }
+  reject_unknown(j, {"model", "deploy"}, where);
+  if (!j.contains("model")) throw Error(where + ": missing key \"model\" (the HF config.json fields)");
+  if (!j.contains("deploy")) throw Error(where + ": missing key \"deploy\"");
+  ShapeConfig c;
+  c.name = name;
+  c.model = model_from_json(j.at("model"), where + ": model");
+  c.deploy = deploy_from_json(j.at("deploy"), where + ": deploy");
+  validate_shape_config(c, where);
+  return c;
+}
+
+ShapeConfig load_shape_config(const std::string& path) {
+  std::ifstream f(path);
+  if (!f) throw Error(path + ": cannot open config file");
+  std::stringstream ss;
+  ss << f.rdbuf();
+  std::string name = path;
+  if (auto slash = name.find_last_of('/'); slash != std::string::npos) name = name.substr(slash + 1);
+  if (auto dot = name.rfind(".json"); dot != std::string::npos && dot + 5 == name.size()) name.resize(dot);
+  return parse_shape_config(ss.str(), name, path);
+}
+
+std::string shape_config_to_text(const ShapeConfig& c) {
+  json j;
+  j["model"] = model_to_json(c.model);
+  j["deploy"] = deploy_to_json(c.deploy);
+  return j.dump(2) + "\n";
+}
+
+void validate_shape_config(const ShapeConfig& c, const std::string& where) {
+  const ModelConfig& m = c.model;
+  const DeployConfig& d = c.deploy;
+  const std::string w = where;
+  auto pos = [&](int64_t v, const char* f) { require(v > 0, w, f, "must be > 0, got " + str(v)); };
+  pos(m.num_hidden_layers, "model.num_hidden_layers");
+  pos(m.hidden_size, "model.hidden_size");
+  pos(m.num_attention_heads, "model.num_attention_heads");
+  pos(m.vocab_size, "model.vocab_size");
+  pos(m.n_routed_experts, "model.n_routed_experts");
+  pos(m.num_experts_per_tok, "model.num_experts_per_tok");
+  pos(m.sliding_window, "model.sliding_window");
+  pos(m.index_topk, "model.index_topk");
+  pos(m.index_n_heads, "model.index_n_heads");
+  pos(m.hc_mult, "model.hc_mult");
+  pos(m.hc_sinkhorn_iters, "model.hc_sinkhorn_iters");
+  pos(m.o_groups, "model.o_groups");
+
+  // compress_ratios: one entry per layer; entries for MTP layers may follow and are ignored.
+  const int64_t L = m.num_hidden_layers, n = int64_t(m.compress_ratios.size());
+  require(n == L || n == L + m.num_nextn_predict_layers, w, "model.compress_ratios",
+          "length must be num_hidden_layers (" + str(L) + ") or num_hidden_layers + num_nextn_predict_layers (" +
+              str(L + m.num_nextn_predict_layers) + "), got " + str(n));
+  for (int64_t i = 0; i < L; ++i) {
+    const int64_t r = m.compress_ratios[i];
+    require(r == 0 || r == 4 || r == 128, w, "model.compress_ratios[" + str(i) + "]",
+            "must be 0, 4 or 128, got " + str(r));
+  }
+  require(m.num_hash_layers >= 0 && m.num_hash_layers <= L, w, "model.num_hash_layers",
+          "must be in [0, num_hidden_layers=" + str(L) + "], got " + str(m.num_hash_layers));
+  require(m.num_experts_per_tok <= m.n_routed_experts, w, "model.num_experts_per_tok",
+          "must be <= n_routed_experts (" + str(m.n_routed_experts) + "), got " + str(m.num_experts_per_tok));
+
+  // Block sizes of the reference kernels.
+  auto mult = [&](int64_t v, int64_t k, const std::string& f, const std::string& why) {
+    require(v % k == 0, w, f, "must be a multiple of " + str(k) + " (" + why + "), got " + str(v));
+  };
+  mult(m.hidden_size, 128, "model.hidden_size", "FP8 activation blocks of 128");
+  mult(m.q_lora_rank, 128, "model.q_lora_rank", "FP8 activation blocks of 128");
+  mult(m.moe_intermediate_size, 128, "model.moe_intermediate_size", "FP8 activation blocks of 128");
+  mult(m.head_dim - m.qk_rope_head_dim, 64, "model.head_dim - model.qk_rope_head_dim",
+       "FP8 kv round trip in blocks of 64 on the non-rope dims");
+  require(m.qk_rope_head_dim > 0 && m.qk_rope_head_dim % 2 == 0, w, "model.qk_rope_head_dim",
+          "must be even and > 0 (interleaved pairs), got " + str(m.qk_rope_head_dim));
+  require(m.index_head_dim == 128, w, "model.index_head_dim",
+          "must be 128 (Hadamard-128 on indexer q and keys), got " + str(m.index_head_dim));
+  require(m.num_attention_heads % m.o_groups == 0, w, "model.num_attention_heads",
+          "must be divisible by o_groups (" + str(m.o_groups) + "), got " + str(m.num_attention_heads));
+  mult(m.num_attention_heads / m.o_groups * m.head_dim, 128, "model.num_attention_heads / o_groups * head_dim",
+       "wo_a input dim in 128x128 blocks");
+  mult(m.o_groups * m.o_lora_rank, 128, "model.o_groups * model.o_lora_rank",
+       "wo_a rows in 128x128 blocks and wo_b input in FP8 blocks of 128");
+  require(m.num_key_value_heads == 1, w, "model.num_key_value_heads",
+          "must be 1 (one latent KV head), got " + str(m.num_key_value_heads));
+  require(m.n_shared_experts == 1, w, "model.n_shared_experts", "must be 1, got " + str(m.n_shared_experts));
+  require(m.scoring_func == "sqrtsoftplus", w, "model.scoring_func", "must be \"sqrtsoftplus\", got \"" + m.scoring_func + "\"");
+  require(m.expert_dtype == "fp4", w, "model.expert_dtype", "must be \"fp4\", got \"" + m.expert_dtype + "\"");
+  require(m.hidden_act == "silu", w, "model.hidden_act", "must be \"silu\", got \"" + m.hidden_act + "\"");
+  require(!m.tie_word_embeddings, w, "model.tie_word_embeddings", "must be false (separate head.weight)");
+  require(m.rope_scaling.type == "yarn", w, "model.rope_scaling.type", "must be \"yarn\", got \"" + m.rope_scaling.type + "\"");
+  const auto& q = m.quantization_config;
+  require(q.fmt == "e4m3" && q.scale_fmt == "ue8m0" && q.quant_method == "fp8", w, "model.quantization_config",
+          "must be fp8 e4m3 with ue8m0 scales, got " + q.quant_method + "/" + q.fmt + "/" + q.scale_fmt);
+  require(q.weight_block_size == std::vector<int64_t>{128, 128}, w, "model.quantization_config.weight_block_size",
+          "must be [128, 128]");
+
+  // Deploy block.
+  pos(d.ranks, "deploy.ranks");
+  auto mode = [&](int64_t v, const char* f) {
+    require(v == 1 || v == d.ranks, w, f, "must be 1 or deploy.ranks (" + str(d.ranks) + "), got " + str(v));
+  };
+  mode(d.attn_dp, "deploy.attn_dp");
+  mode(d.moe_ep, "deploy.moe_ep");
+  mode(d.lmhead_tp, "deploy.lmhead_tp");
+  require(m.n_routed_experts % d.moe_ep == 0, w, "model.n_routed_experts",
+          "must be divisible by deploy.moe_ep (" + str(d.moe_ep) + "), got " + str(m.n_routed_experts));
+  pos(d.max_tokens_per_step, "deploy.max_tokens_per_step");
+  pos(d.max_requests_per_rank, "deploy.max_requests_per_rank");
+  pos(d.max_context, "deploy.max_context");
+  pos(d.kv_block, "deploy.kv_block");
+  require(d.max_requests_per_rank <= d.max_tokens_per_step, w, "deploy.max_requests_per_rank",
+          "must be <= max_tokens_per_step (" + str(d.max_tokens_per_step) + "), got " + str(d.max_requests_per_rank));
+  require(d.max_context <= m.max_position_embeddings, w, "deploy.max_context",
+          "must be <= model.max_position_embeddings (" + str(m.max_position_embeddings) + "), got " + str(d.max_context));
+}
+
+int64_t vocab_shard_rows(const ShapeConfig& c) {
+  return (c.model.vocab_size + c.deploy.lmhead_tp - 1) / c.deploy.lmhead_tp;
+}
+
+}  // namespace dsv4
