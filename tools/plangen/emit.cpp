@@ -26,6 +26,13 @@ std::string fmt(const char* f, ...) {
   return buf;
 }
 
+// A float literal that always parses: "0.0f", "1e-06f".
+std::string float_literal(double v) {
+  std::string s = fmt("%.9g", v);
+  if (s.find_first_of(".en") == std::string::npos) s += ".0";
+  return s + "f";
+}
+
 std::string hex(uint64_t h) { return fmt("%016" PRIx64, h); }
 
 std::string banner(const Program& p, const std::string& source) {
@@ -234,7 +241,7 @@ std::string plan_hpp(const Program& p, const std::string& source) {
                 "too many op operands in " + op.label);
     o << "  {OpKind::" << op_name(op.kind) << ", " << op.layer << ", \"" << op.label << "\", " << ids_init(op.in)
       << ", " << ids_init(op.out) << ", " << ids_init(op.w) << ", {" << op.p.ratio << ", " << op.p.dim << ", "
-      << op.p.rope_table << ", " << op.p.flags << ", " << fmt("%.9gf", double(op.p.eps)) << "}},\n";
+      << op.p.rope_table << ", " << op.p.flags << ", " << float_literal(op.p.eps) << "}},\n";
   }
   o << "};\n\n}  // namespace dsv4::gen\n";
   return o.str();
