@@ -1,9 +1,41 @@
 // dsv4: the static inference binary, built for one shape config (see `dsv4 info`).
 #include <CLI/CLI.hpp>
+#include <chrono>
 #include <cstdio>
 
+#include "model.hpp"
 #include "plan/error.hpp"
 #include "runtime/plan_info.hpp"
+#include "runtime/weight_store.hpp"
+#include "tools/checkpoint/check_hf.hpp"
+#include "tools/checkpoint/convert.hpp"
+#include "tools/checkpoint/synth.hpp"
+#include "tools/config/config_json.hpp"
+#include "weights.hpp"
+
+namespace {
+
+dsv4::ShapeConfig builtin_config() { return dsv4::parse_shape_config(dsv4::gen::kConfigJson, dsv4::gen::kConfigName, "built-in config"); }
+
+dsv4::WeightsTarget weights_target() {
+  using namespace dsv4::gen;
+  return {std::span(kWeights), kPlanHash, kConfigName, kRanks, kNumExperts, kExpertsPerRank, kVocabSize, kVocabShard,
+          kReplicatedWeightBytes, kRankWeightBytes};
+}
+
+// One-line progress bar with bytes and ETA on stderr.
+void progress_bar(const char* what, uint64_t done, uint64_t total, std::chrono::steady_clock::time_point t0) {
+  static auto last = std::chrono::steady_clock::time_point{};
+  const auto now = std::chrono::steady_clock::now();
+  if (now - last < std::chrono::milliseconds(500) && done < total) return;
+  last = now;
+  const double s = std::chrono::duration<double>(now - t0).count(), rate = done / std::max(s, 1e-9);
+  std::fprintf(stderr, "\r%s %8.1f / %.1f MiB  %6.1f MiB/s  ETA %4.0fs", what, done / 1048576.0, total / 1048576.0,
+               rate / 1048576.0, rate > 0 ? (total - done) / rate : 0.0);
+  if (done >= total) std::fputc('\n', stderr);
+}
+
+}  // namespace
 
 int main(int argc, char** argv) {
   CLI::App app{"dsv4: DeepSeek-V4-Flash inference engine (static plan)"};
@@ -13,12 +45,59 @@ int main(int argc, char** argv) {
   auto* info = app.add_subcommand("info", "print the built-in config, plan hash, bytes per rank, ops per layer kind");
   info->add_flag("--json", info_json, "print as JSON");
 
+  uint64_t seed = 0;
+  std::string out, hf, weights, config_path;
+  auto* synth = app.add_subcommand("synth", "write a synthetic checkpoint of the built-in config in the official HF format");
+  synth->add_option("--seed", seed, "random seed")->required();
+  synth->add_option("-o,--out", out, "output checkpoint folder")->required();
+
+  auto* convert = app.add_subcommand("convert", "convert an HF checkpoint into this plan's per-rank weight files");
+  convert->add_option("--hf", hf, "HF checkpoint folder (safetensors shards + index)")->required();
+  convert->add_option("-o,--out", out, "output weights folder (must not exist)")->required();
+
+  int64_t rank = -1;
+  bool checksums = false;
+  auto* check = app.add_subcommand("check", "validate a converted weights folder against this plan");
+  check->add_option("--weights,-w", weights, "weights folder")->required();
+  check->add_option("--rank", rank, "check one rank (default: all)");
+  check->add_flag("--checksums", checksums, "also verify every tensor's XXH3 checksum");
+
+  auto* check_hf = app.add_subcommand("check-hf", "check an HF checkpoint folder against a config's tensor contract");
+  check_hf->add_option("--hf", hf, "HF checkpoint folder")->required();
+  check_hf->add_option("--config", config_path, "shape config .json (default: the built-in config)");
+
   CLI11_PARSE(app, argc, argv);
   try {
     if (info->parsed()) {
       const auto j = dsv4::plan_info();
       std::fputs(info_json ? (j.dump(2) + "\n").c_str() : dsv4::plan_info_text(j).c_str(), stdout);
-      return 0;
+    } else if (synth->parsed()) {
+      const auto t0 = std::chrono::steady_clock::now();
+      dsv4::SynthOptions opt;
+      opt.tokenizer_dir = DSV4_DATA_DIR "/tokenizer";
+      opt.progress = [&](uint64_t d, uint64_t t) { progress_bar("synth", d, t, t0); };
+      const auto s = dsv4::write_synthetic_checkpoint(builtin_config().model, seed, out, opt);
+      std::printf("wrote %s: %lld tensors in %lld shards, %.1f MiB\n", out.c_str(), (long long)s.tensors,
+                  (long long)s.shards, s.tensor_bytes / 1048576.0);
+    } else if (convert->parsed()) {
+      dsv4::convert_checkpoint(hf, out, weights_target());
+      std::printf("wrote %s for plan %016llx (%s, %lld ranks)\n", out.c_str(), (unsigned long long)dsv4::gen::kPlanHash,
+                  dsv4::gen::kConfigName, (long long)dsv4::gen::kRanks);
+    } else if (check->parsed()) {
+      const int64_t r0 = rank < 0 ? 0 : rank, r1 = rank < 0 ? dsv4::gen::kRanks : rank + 1;
+      for (int64_t r = r0; r < r1; ++r) {
+        const auto ws = dsv4::WeightStore::open(weights, r, checksums);
+        for (const auto& f : ws.files())
+          std::printf("rank %lld  %-40s %6llu tensors %14llu bytes%s\n", (long long)r, f.path.c_str(),
+                      (unsigned long long)f.tensors, (unsigned long long)f.bytes, f.checksums_verified ? "  checksums ok" : "");
+      }
+      std::printf("ok: %s matches plan %016llx (%s)\n", weights.c_str(), (unsigned long long)dsv4::gen::kPlanHash,
+                  dsv4::gen::kConfigName);
+    } else if (check_hf->parsed()) {
+      const auto cfg = config_path.empty() ? builtin_config() : dsv4::load_shape_config(config_path);
+      const auto rep = dsv4::check_hf_checkpoint(hf, cfg.model);
+      std::printf("%s\n", rep.summary().c_str());
+      if (!rep.ok()) return 1;
     }
   } catch (const std::exception& e) {
     std::fprintf(stderr, "dsv4: error: %s\n", e.what());

@@ -1,0 +1,126 @@
+// Bit-exactness needs every fp32 product rounded on its own, as torch's kernels do: no FMA contraction.
+#pragma GCC optimize("fp-contract=off")
+#include "kernels/hc.hpp"
+
+#include <algorithm>
+#include <cmath>
+
+namespace dsv4::kernels {
+namespace {
+
+inline float sigmoid(float x) { return 1.0f / (1.0f + std::exp(-x)); }
+
+// mixes[m] = (X · fn[m]) · rsqrt(mean(X²) + eps) for the flattened streams X (fp32 [hc·D]).
+// Dot products are accumulated in double and rounded once (the reference uses an fp32 GEMM).
+void mixing(float* mixes, int n_mix, const bf16* h, const float* fn, int64_t n, float norm_eps) {
+  double ss = 0.0;
+  for (int64_t i = 0; i < n; ++i) {
+    const float v = bf16_to_f32(h[i]);
+    ss += double(v * v);
+  }
+  const float rs = 1.0f / std::sqrt(float(ss) / float(n) + norm_eps);  // torch fp32 rsqrt = 1/sqrt
+  for (int m = 0; m < n_mix; ++m) {
+    const float* w = fn + int64_t(m) * n;
+    double acc = 0.0;
+    for (int64_t i = 0; i < n; ++i) acc += double(bf16_to_f32(h[i])) * double(w[i]);
+    mixes[m] = float(acc) * rs;
+  }
+}
+
+// y = bf16(Σ_j pre_j · X_j), products rounded to fp32, summed in stream order.
+void weighted_streams(bf16* y, const float* pre, const bf16* h, int hc, int dim) {
+  for (int i = 0; i < dim; ++i) {
+    float acc = pre[0] * bf16_to_f32(h[i]);
+    for (int j = 1; j < hc; ++j) acc += pre[j] * bf16_to_f32(h[int64_t(j) * dim + i]);
+    y[i] = f32_to_bf16(acc);  // hc_pre: y.to(bf16)
+  }
+}
+
+}  // namespace
+
+void hc_split_sinkhorn(float* pre, float* post, float* comb, const float* mixes, const float* scale,
+                       const float* base, int hc, int iters, float eps) {
+  for (int j = 0; j < hc; ++j) pre[j] = sigmoid(mixes[j] * scale[0] + base[j]) + eps;
+  for (int j = 0; j < hc; ++j) post[j] = 2.0f * sigmoid(mixes[hc + j] * scale[1] + base[hc + j]);
+  for (int j = 0; j < hc * hc; ++j) comb[j] = mixes[2 * hc + j] * scale[2] + base[2 * hc + j];
+  // Row softmax (subtract the row max) + eps.
+  for (int j = 0; j < hc; ++j) {
+    float* r = comb + j * hc;
+    float mx = r[0];
+    for (int k = 1; k < hc; ++k) mx = std::max(mx, r[k]);
+    float s = 0.0f;
+    for (int k = 0; k < hc; ++k) {
+      r[k] = std::exp(r[k] - mx);
+      s += r[k];
+    }
+    for (int k = 0; k < hc; ++k) r[k] = r[k] / s + eps;
+  }
+  auto col_norm = [&] {
+    for (int k = 0; k < hc; ++k) {
+      float s = 0.0f;
+      for (int j = 0; j < hc; ++j) s += comb[j * hc + k];
+      const float den = s + eps;
+      for (int j = 0; j < hc; ++j) comb[j * hc + k] /= den;
+    }
+  };
+  col_norm();
+  for (int it = 1; it < iters; ++it) {
+    for (int j = 0; j < hc; ++j) {
+      float s = 0.0f;
+      for (int k = 0; k < hc; ++k) s += comb[j * hc + k];
+      const float den = s + eps;
+      for (int k = 0; k < hc; ++k) comb[j * hc + k] /= den;
+    }
+    col_norm();
+  }
+}
+
+void hc_pre(std::span<bf16> y, std::span<float> post, std::span<float> comb, std::span<const bf16> h,
+            std::span<const float> fn, std::span<const float> scale, std::span<const float> base, const HcDims& d) {
+  const int hc = d.hc, n_mix = (2 + hc) * hc;
+  const int64_t n = int64_t(hc) * d.dim, rows = int64_t(h.size()) / n;
+#pragma omp parallel for schedule(static)
+  for (int64_t r = 0; r < rows; ++r) {
+    float mixes[64], pre[8];
+    mixing(mixes, n_mix, h.data() + r * n, fn.data(), n, d.norm_eps);
+    hc_split_sinkhorn(pre, post.data() + r * hc, comb.data() + r * hc * hc, mixes, scale.data(), base.data(), hc,
+                      d.sinkhorn_iters, d.hc_eps);
+    weighted_streams(y.data() + r * d.dim, pre, h.data() + r * n, hc, d.dim);
+  }
+}
+
+void hc_post(std::span<bf16> out, std::span<const bf16> x, std::span<const bf16> res, std::span<const float> post,
+             std::span<const float> comb, const HcDims& d) {
+  const int hc = d.hc, dim = d.dim;
+  const int64_t rows = int64_t(x.size()) / dim;
+#pragma omp parallel for schedule(static)
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* p = post.data() + r * hc;
+    const float* c = comb.data() + r * hc * hc;
+    const bf16* xr = x.data() + r * dim;
+    const bf16* rr = res.data() + r * hc * dim;
+    for (int k = 0; k < hc; ++k) {
+      bf16* o = out.data() + (r * hc + k) * dim;
+      for (int i = 0; i < dim; ++i) {
+        float s = c[0 * hc + k] * bf16_to_f32(rr[i]);
+        for (int j = 1; j < hc; ++j) s += c[j * hc + k] * bf16_to_f32(rr[int64_t(j) * dim + i]);
+        o[i] = f32_to_bf16(p[k] * bf16_to_f32(xr[i]) + s);  // hc_post: y.type_as(x)
+      }
+    }
+  }
+}
+
+void hc_head(std::span<bf16> y, std::span<const bf16> h, std::span<const float> fn, std::span<const float> scale,
+             std::span<const float> base, const HcDims& d) {
+  const int hc = d.hc;
+  const int64_t n = int64_t(hc) * d.dim, rows = int64_t(h.size()) / n;
+#pragma omp parallel for schedule(static)
+  for (int64_t r = 0; r < rows; ++r) {
+    float mixes[8], pre[8];
+    mixing(mixes, hc, h.data() + r * n, fn.data(), n, d.norm_eps);
+    for (int j = 0; j < hc; ++j) pre[j] = sigmoid(mixes[j] * scale[0] + base[j]) + d.hc_eps;
+    weighted_streams(y.data() + r * d.dim, pre, h.data() + r * n, hc, d.dim);
+  }
+}
+
+}  // namespace dsv4::kernels

@@ -1,0 +1,187 @@
+// Internal to kernels/linear_*.cpp: the fp64 dot-product engine shared by the FP8, BF16 and FP32
+// linears (FP4 has its own integer engine in linear_fp4.cpp). Not a public header.
+//
+// Canonical per-element order (every path, every batch size, the scalar fallback):
+//   K is cut into 128-wide blocks, visited in ascending order. Inside a block, lane l (0..7) sums
+//   x[k]*w[k] for k = l, l+8, ..., l+120 in ascending k (products are exact in fp64 for every input
+//   format used here, so an FMA chain equals "add the exact product"); the 8 lanes are then added as
+//   ((l0+l1)+(l2+l3))+((l4+l5)+(l6+l7)). The block sum enters a per-kind accumulation rule (Rule).
+//   For FP8 all block sums are exact (see linear.hpp), so only the rule's fp32 steps round.
+// Batch invariance follows: a row's result never depends on which other rows are computed with it.
+#pragma once
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+
+#include "kernels/numerics.hpp"
+
+#ifdef __AVX512F__
+#include <immintrin.h>
+#endif
+
+namespace dsv4::kernels::detail {
+
+inline constexpr int kBlk = 128;      // K block of the canonical order (= act_quant block)
+inline constexpr int kGemvRows = 4;   // at most this many activation rows take the GEMV path
+
+// Scalar canonical block sum of two decoded 128-blocks (the portable path and the tests' twin).
+inline double block_dot_canonical(const double* a, const double* b) {
+  double lane[8];
+  for (int l = 0; l < 8; ++l) {
+    double s = 0.0;
+    for (int q = 0; q < 16; ++q) s += a[8 * q + l] * b[8 * q + l];  // exact products (see header)
+    lane[l] = s;
+  }
+  return ((lane[0] + lane[1]) + (lane[2] + lane[3])) + ((lane[4] + lane[5]) + (lane[6] + lane[7]));
+}
+
+#ifdef __AVX512F__
+// Sum each of 8 vectors; lane i of the result = sum of v[i], with the canonical lane tree.
+inline __m512d hsum8(const __m512d v[8]) {
+  __m512d t[4];
+  for (int i = 0; i < 4; ++i)  // (0+1), (2+3), (4+5), (6+7) of each vector
+    t[i] = _mm512_add_pd(_mm512_unpacklo_pd(v[2 * i], v[2 * i + 1]),
+                         _mm512_unpackhi_pd(v[2 * i], v[2 * i + 1]));
+  __m512d u[2];
+  for (int i = 0; i < 2; ++i)  // (0+1)+(2+3) and (4+5)+(6+7)
+    u[i] = _mm512_add_pd(_mm512_shuffle_f64x2(t[2 * i], t[2 * i + 1], 0x88),
+                         _mm512_shuffle_f64x2(t[2 * i], t[2 * i + 1], 0xDD));
+  return _mm512_add_pd(_mm512_shuffle_f64x2(u[0], u[1], 0x88),
+                       _mm512_shuffle_f64x2(u[0], u[1], 0xDD));
+}
+#endif
+
+// ---- the two engines. P (a "problem") supplies:
+//   int64_t m, n, k;                                 shapes (k % 128 == 0)
+//   void decode_a(int64_t row, int64_t kb, double* out128) const;   activation block -> fp64
+//   void decode_b(int64_t row, int64_t kb, double* out128) const;   weight block -> fp64
+//   AVX-512 only: void decode_b64(int64_t row, int64_t kb, int half, __m512d d[8]) const;
+//   double sa(int64_t row, int64_t kb) const, sb(int64_t col, int64_t kb) const;  block scales
+//                                                   (powers of two for FP8, 1 for dense)
+//   static double step(double acc, double blk, double scale);        accumulation rule
+//   AVX-512 only: static __m512d step8(__m512d acc, __m512d blk, __m512d scale);
+//   void store(int64_t row, int64_t col, double acc) const;          final rounding and write
+
+// GEMV: up to kGemvRows activation rows; weights are decoded on the fly and streamed once.
+template <int M, class P>
+void gemv_engine(const P& p) {
+  constexpr int R = M == 1 ? 8 : M == 2 ? 4 : 2;  // weight rows per group: R*M <= 8 pairs
+  const int64_t kblocks = p.k / kBlk, groups = (p.n + R - 1) / R;
+#pragma omp parallel for schedule(static)
+  for (int64_t g = 0; g < groups; ++g) {
+    const int64_t n0 = g * R;
+    int64_t rows[R];
+    for (int r = 0; r < R; ++r) rows[r] = std::min<int64_t>(n0 + r, p.n - 1);  // tail: recompute
+    alignas(64) double acc[8] = {};  // pair i = r*M + mm
+    alignas(64) double a[M][kBlk];
+    for (int64_t kb = 0; kb < kblocks; ++kb) {
+      for (int mm = 0; mm < M; ++mm) p.decode_a(mm, kb, a[mm]);
+      alignas(64) double sc[8] = {};
+      for (int r = 0; r < R; ++r)
+        for (int mm = 0; mm < M; ++mm) sc[r * M + mm] = p.sa(mm, kb) * p.sb(rows[r], kb);  // exact: powers of two
+#ifdef __AVX512F__
+      __m512d part[8];
+      for (int i = 0; i < 8; ++i) part[i] = _mm512_setzero_pd();
+      for (int h = 0; h < 2; ++h)
+        for (int r = 0; r < R; ++r) {
+          __m512d d[8];
+          p.decode_b64(rows[r], kb, h, d);
+          for (int mm = 0; mm < M; ++mm)
+            for (int q = 0; q < 8; ++q)
+              part[r * M + mm] = _mm512_fmadd_pd(d[q], _mm512_load_pd(a[mm] + h * 64 + q * 8),
+                                                 part[r * M + mm]);
+        }
+      const __m512d blk = hsum8(part);
+      _mm512_store_pd(acc, P::step8(_mm512_load_pd(acc), blk, _mm512_load_pd(sc)));
+#else
+      alignas(64) double b[kBlk];
+      for (int r = 0; r < R; ++r) {
+        p.decode_b(rows[r], kb, b);
+        for (int mm = 0; mm < M; ++mm)
+          acc[r * M + mm] = P::step(acc[r * M + mm], block_dot_canonical(a[mm], b), sc[r * M + mm]);
+      }
+#endif
+    }
+    for (int r = 0; r < R && n0 + r < p.n; ++r)
+      for (int mm = 0; mm < M; ++mm) p.store(mm, n0 + r, acc[r * M + mm]);
+  }
+}
+
+// GEMM: tiles of Mc activation rows x Nt weight rows; each K block of the tile is decoded once to
+// fp64 in stack scratch (Mc + Nt rows of 128 doubles) and reused by 4x4 register micro-tiles.
+template <class P>
+void gemm_engine(const P& p) {
+  constexpr int Mc = 32, Nt = 32;  // 32 KiB of decoded A and of B per K block: L1/L2 resident
+  const int64_t kblocks = p.k / kBlk;
+  const int64_t mt = (p.m + Mc - 1) / Mc, nt = (p.n + Nt - 1) / Nt;
+#pragma omp parallel for collapse(2) schedule(static)
+  for (int64_t tn = 0; tn < nt; ++tn)
+    for (int64_t tm = 0; tm < mt; ++tm) {
+      const int64_t m0 = tm * Mc, n0 = tn * Nt;
+      const int mv = int(std::min<int64_t>(Mc, p.m - m0)), nv = int(std::min<int64_t>(Nt, p.n - n0));
+      const int mr = (mv + 3) & ~3, nr = (nv + 3) & ~3;  // rounded to the micro-tile; extra rows
+                                                          // recompute the last one and are dropped
+      alignas(64) double A[Mc][kBlk];
+      alignas(64) double B[Nt][kBlk];
+      alignas(64) double acc[Mc][Nt];
+      alignas(64) double sa[Mc];
+      alignas(64) double sb[Nt];
+      for (int i = 0; i < mr; ++i) std::fill(acc[i], acc[i] + nr, 0.0);
+      for (int64_t kb = 0; kb < kblocks; ++kb) {
+        for (int i = 0; i < mr; ++i) p.decode_a(m0 + std::min(i, mv - 1), kb, A[i]);
+        for (int j = 0; j < nr; ++j) p.decode_b(n0 + std::min(j, nv - 1), kb, B[j]);
+        for (int i = 0; i < mr; ++i) sa[i] = p.sa(m0 + std::min(i, mv - 1), kb);
+        for (int j = 0; j < nr; ++j) sb[j] = p.sb(n0 + std::min(j, nv - 1), kb);
+        for (int i = 0; i < mr; i += 4)
+          for (int j = 0; j < nr; j += 4) {
+#ifdef __AVX512F__
+            __m512d c[16];
+            for (int t = 0; t < 16; ++t) c[t] = _mm512_setzero_pd();
+            for (int q = 0; q < 16; ++q) {
+              __m512d av[4], bv[4];
+              for (int t = 0; t < 4; ++t) av[t] = _mm512_load_pd(A[i + t] + 8 * q);
+              for (int t = 0; t < 4; ++t) bv[t] = _mm512_load_pd(B[j + t] + 8 * q);
+              for (int ti = 0; ti < 4; ++ti)
+                for (int tj = 0; tj < 4; ++tj)
+                  c[ti * 4 + tj] = _mm512_fmadd_pd(av[ti], bv[tj], c[ti * 4 + tj]);
+            }
+            for (int half = 0; half < 2; ++half) {  // rows i+2*half, i+2*half+1
+              const __m512d blk = hsum8(c + 8 * half);
+              const int r0 = i + 2 * half;
+              const __m512d sc = _mm512_mul_pd(
+                  _mm512_insertf64x4(_mm512_set1_pd(sa[r0]), _mm256_set1_pd(sa[r0 + 1]), 1),
+                  _mm512_insertf64x4(_mm512_castpd256_pd512(_mm256_load_pd(sb + j)),
+                                     _mm256_load_pd(sb + j), 1));
+              const __m512d old = _mm512_insertf64x4(
+                  _mm512_castpd256_pd512(_mm256_load_pd(acc[r0] + j)), _mm256_load_pd(acc[r0 + 1] + j), 1);
+              const __m512d nw = P::step8(old, blk, sc);
+              _mm256_store_pd(acc[r0] + j, _mm512_castpd512_pd256(nw));
+              _mm256_store_pd(acc[r0 + 1] + j, _mm512_extractf64x4_pd(nw, 1));
+            }
+#else
+            for (int ti = 0; ti < 4; ++ti)
+              for (int tj = 0; tj < 4; ++tj)
+                acc[i + ti][j + tj] = P::step(acc[i + ti][j + tj], block_dot_canonical(A[i + ti], B[j + tj]),
+                                              sa[i + ti] * sb[j + tj]);
+#endif
+          }
+      }
+      for (int i = 0; i < mv; ++i)
+        for (int j = 0; j < nv; ++j) p.store(m0 + i, n0 + j, acc[i][j]);
+    }
+}
+
+// Path choice: GEMV for a few rows, GEMM otherwise. Both give identical bits (canonical order).
+template <class P>
+void run_linear(const P& p) {
+  if (p.m <= 0 || p.n <= 0) return;
+  switch (p.m) {
+    case 1: gemv_engine<1>(p); return;
+    case 2: gemv_engine<2>(p); return;
+    case 3: gemv_engine<3>(p); return;
+    case 4: gemv_engine<4>(p); return;
+    default: gemm_engine(p); return;
+  }
+}
+
+}  // namespace dsv4::kernels::detail

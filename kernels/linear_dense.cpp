@@ -1,0 +1,142 @@
+// BF16 and FP32 linears (F.linear of the reference in bf16 / fp32), computed in fp64.
+// GCC 12 reports its own _mm512_undefined_* placeholders inside intrinsics as uninitialized once
+// OpenMP outlines the loop (a known false positive); keep the build log clean for real warnings.
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#include <cassert>
+#include <type_traits>
+
+#include "kernels/exact.hpp"  // f64_to_bf16: one rounding of an fp64 value
+#include "kernels/linear.hpp"
+#include "kernels/linear_core.hpp"
+
+
+namespace dsv4::kernels {
+namespace {
+
+using detail::kBlk;
+
+#ifdef __AVX512F__
+// 64 bf16 -> 8 vectors of fp64 (exact), natural order.
+inline void decode_bf16_64(const bf16* p, __m512d d[8]) {
+  for (int q = 0; q < 4; ++q) {
+    const __m512 f = _mm512_castsi512_ps(_mm512_slli_epi32(
+        _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + 16 * q))), 16));
+    d[2 * q] = _mm512_cvtps_pd(_mm512_castps512_ps256(f));
+    d[2 * q + 1] = _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(f), 1)));
+  }
+}
+inline void decode_bf16_128(const bf16* p, double* out) {
+  __m512d d[8];
+  for (int h = 0; h < 2; ++h) {
+    decode_bf16_64(p + 64 * h, d);
+    for (int j = 0; j < 8; ++j) _mm512_store_pd(out + 64 * h + 8 * j, d[j]);
+  }
+}
+inline void decode_f32_128(const float* p, double* out) {
+  for (int j = 0; j < 16; ++j) _mm512_store_pd(out + 8 * j, _mm512_cvtps_pd(_mm256_loadu_ps(p + 8 * j)));
+}
+#else
+inline void decode_bf16_128(const bf16* p, double* out) {
+  for (int i = 0; i < kBlk; ++i) out[i] = bf16_to_f32(p[i]);
+}
+inline void decode_f32_128(const float* p, double* out) {
+  for (int i = 0; i < kBlk; ++i) out[i] = p[i];
+}
+#endif
+
+// Shared by both dense kinds: weights bf16 [n, k] with row stride ldw, fp64 accumulation.
+template <class X, class Y>
+struct DenseProblem {
+  int64_t m, n, k;
+  const X* x;     // [m, k], row stride ldx (bf16 or fp32)
+  int64_t ldx;
+  const bf16* w;  // bf16 [n, k], row stride k
+  Y* y;           // [m, n], row stride ldy (bf16 or fp32)
+  int64_t ldy;
+  void decode_a(int64_t r, int64_t kb, double* out) const {
+    if constexpr (std::is_same_v<X, bf16>) decode_bf16_128(x + r * ldx + kb * kBlk, out);
+    else decode_f32_128(x + r * ldx + kb * kBlk, out);
+  }
+  void decode_b(int64_t r, int64_t kb, double* out) const { decode_bf16_128(w + r * k + kb * kBlk, out); }
+#ifdef __AVX512F__
+  void decode_b64(int64_t r, int64_t kb, int h, __m512d d[8]) const {
+    decode_bf16_64(w + r * k + kb * kBlk + 64 * h, d);
+  }
+  static __m512d step8(__m512d acc, __m512d blk, __m512d) { return _mm512_add_pd(acc, blk); }
+#endif
+  double sa(int64_t, int64_t) const { return 1.0; }
+  double sb(int64_t, int64_t) const { return 1.0; }
+  static double step(double acc, double blk, double) { return acc + blk; }
+  void store(int64_t r, int64_t c, double acc) const {
+    if constexpr (std::is_same_v<Y, bf16>) y[r * ldy + c] = f64_to_bf16(acc);  // bf16 GEMM: one rounding
+    else y[r * ldy + c] = float(acc);  // F.linear fp32 output: one rounding from the fp64 sum
+  }
+};
+
+using Bf16Problem = DenseProblem<bf16, bf16>;
+using F32Problem = DenseProblem<float, float>;
+
+enum class Path { kAuto, kGemv, kGemm };
+
+template <class Prob>
+void run(const Prob& p, Path path) {
+  assert(p.k % kBlk == 0);
+  if (p.m <= 0 || p.n <= 0) return;
+  if (path == Path::kGemm) detail::gemm_engine(p);
+  else {
+    assert(path == Path::kAuto || p.m <= detail::kGemvRows);
+    detail::run_linear(p);
+  }
+}
+
+void bf16_linear(std::span<bf16> y, std::span<const bf16> x, std::span<const bf16> w, int64_t m, int64_t n,
+                 int64_t k, Path path) {
+  assert(int64_t(y.size()) >= m * n && int64_t(x.size()) >= m * k && int64_t(w.size()) >= n * k);
+  run(Bf16Problem{m, n, k, x.data(), k, w.data(), y.data(), n}, path);
+}
+
+void f32_linear(std::span<float> y, std::span<const float> x, std::span<const bf16> w, int64_t m, int64_t n,
+                int64_t k, Path path) {
+  assert(int64_t(y.size()) >= m * n && int64_t(x.size()) >= m * k && int64_t(w.size()) >= n * k);
+  run(F32Problem{m, n, k, x.data(), k, w.data(), y.data(), n}, path);
+}
+
+}  // namespace
+
+void linear_bf16(std::span<bf16> y, std::span<const bf16> x, std::span<const bf16> w, int64_t m, int64_t n,
+                 int64_t k) {
+  bf16_linear(y, x, w, m, n, k, Path::kAuto);
+}
+void linear_bf16_gemv(std::span<bf16> y, std::span<const bf16> x, std::span<const bf16> w, int64_t m,
+                      int64_t n, int64_t k) {
+  bf16_linear(y, x, w, m, n, k, Path::kGemv);
+}
+void linear_bf16_gemm(std::span<bf16> y, std::span<const bf16> x, std::span<const bf16> w, int64_t m,
+                      int64_t n, int64_t k) {
+  bf16_linear(y, x, w, m, n, k, Path::kGemm);
+}
+
+void linear_bf16_grouped(std::span<bf16> y, std::span<const bf16> x, std::span<const bf16> w, int64_t m,
+                         int64_t groups, int64_t n, int64_t k) {
+  assert(int64_t(y.size()) >= m * groups * n && int64_t(x.size()) >= m * groups * k &&
+         int64_t(w.size()) >= groups * n * k);
+  for (int64_t g = 0; g < groups; ++g)  // einsum "bsgd,grd->bsgr": one independent linear per group
+    run(Bf16Problem{m, n, k, x.data() + g * k, groups * k, w.data() + g * n * k, y.data() + g * n, groups * n},
+        Path::kAuto);
+}
+
+void linear_f32(std::span<float> y, std::span<const float> x, std::span<const bf16> w, int64_t m, int64_t n,
+                int64_t k) {
+  f32_linear(y, x, w, m, n, k, Path::kAuto);
+}
+void linear_f32_gemv(std::span<float> y, std::span<const float> x, std::span<const bf16> w, int64_t m,
+                     int64_t n, int64_t k) {
+  f32_linear(y, x, w, m, n, k, Path::kGemv);
+}
+void linear_f32_gemm(std::span<float> y, std::span<const float> x, std::span<const bf16> w, int64_t m,
+                     int64_t n, int64_t k) {
+  f32_linear(y, x, w, m, n, k, Path::kGemm);
+}
+
+}  // namespace dsv4::kernels

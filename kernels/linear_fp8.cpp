@@ -1,0 +1,155 @@
+// FP8 linear (kernel.py fp8_gemm): e4m3 activations x e4m3 weights, exact 128-blocks in fp64.
+// GCC 12 reports its own _mm512_undefined_* placeholders inside intrinsics as uninitialized once
+// OpenMP outlines the loop (a known false positive); keep the build log clean for real warnings.
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#include <array>
+#include <bit>
+#include <cassert>
+
+#include "kernels/linear.hpp"
+#include "kernels/linear_core.hpp"
+
+
+namespace dsv4::kernels {
+namespace {
+
+using detail::kBlk;
+
+// e4m3 code -> fp64 bit pattern. Every e4m3 value has <= 4 significant bits, so its fp64 pattern
+// is zero below bit 48: the top two bytes (hi: sign+exponent, lo: exponent+mantissa) say it all.
+struct E4m3Bytes {
+  std::array<uint8_t, 128> hi{}, lo{};  // indexed by the magnitude code (c & 0x7f)
+};
+constexpr E4m3Bytes make_e4m3_bytes() {
+  E4m3Bytes t;
+  for (int c = 0; c < 128; ++c) {
+    const uint64_t bits = std::bit_cast<uint64_t>(double(e4m3_decode_scalar(uint8_t(c))));
+    t.hi[c] = uint8_t(bits >> 56);
+    t.lo[c] = uint8_t(bits >> 48);
+  }
+  return t;
+}
+constexpr E4m3Bytes kE4m3Bytes = make_e4m3_bytes();
+
+inline double e4m3_f64(uint8_t c) {
+  const uint64_t hi = kE4m3Bytes.hi[c & 0x7f] | (c & 0x80);
+  return std::bit_cast<double>((hi << 56) | (uint64_t(kE4m3Bytes.lo[c & 0x7f]) << 48));
+}
+
+#ifndef __AVX512F__
+void decode_e4m3_128_scalar(const uint8_t* c, double* out) {
+  for (int i = 0; i < kBlk; ++i) out[i] = e4m3_f64(c[i]);
+}
+#else
+struct E4m3Lut {
+  __m512i hi0, hi1, lo0, lo1;  // byte tables for magnitudes 0..63 and 64..127
+  __m512i idx[8];              // byte shuffles placing (lo, hi) of element 8j+q in qword q
+  E4m3Lut() {
+    hi0 = _mm512_loadu_si512(kE4m3Bytes.hi.data());
+    hi1 = _mm512_loadu_si512(kE4m3Bytes.hi.data() + 64);
+    lo0 = _mm512_loadu_si512(kE4m3Bytes.lo.data());
+    lo1 = _mm512_loadu_si512(kE4m3Bytes.lo.data() + 64);
+    for (int j = 0; j < 8; ++j) {
+      alignas(64) uint8_t b[64] = {};
+      for (int q = 0; q < 8; ++q) {
+        b[8 * q + 6] = uint8_t(8 * j + q);       // from the lo table result (operand a)
+        b[8 * q + 7] = uint8_t(64 | (8 * j + q)); // from the hi table result (operand b)
+      }
+      idx[j] = _mm512_load_si512(b);
+    }
+  }
+};
+
+// 64 e4m3 codes -> 8 vectors of fp64 in natural order (d[j] lane q = element 8j+q). 11 byte
+// shuffles per 64 weights: the GEMV's whole arithmetic cost besides its 8 FMAs per row.
+inline void decode_e4m3_64(const uint8_t* p, const E4m3Lut& t, __m512d d[8]) {
+  const __m512i c = _mm512_loadu_si512(p);
+  __m512i hi = _mm512_permutex2var_epi8(t.hi0, c, t.hi1);  // index bit 7 (the sign) is ignored
+  hi = _mm512_ternarylogic_epi32(hi, c, _mm512_set1_epi8(char(0x80)), 0xF8);  // hi | (c & 0x80)
+  const __m512i lo = _mm512_permutex2var_epi8(t.lo0, c, t.lo1);
+  for (int j = 0; j < 8; ++j)
+    d[j] = _mm512_castsi512_pd(_mm512_maskz_permutex2var_epi8(0xC0C0C0C0C0C0C0C0ull, lo, t.idx[j], hi));
+}
+#endif
+
+struct Fp8Problem {
+  int64_t m, n, k;
+  const uint8_t* xq;  // e4m3 [m, k]
+  const float* xs;    // fp32 [m, k/128]
+  const uint8_t* w;   // e4m3 [n, k]
+  const uint8_t* ws;  // e8m0 [ceil(n/128), k/128]
+  bf16* y;            // bf16 [m, n]
+  int64_t kblocks;
+#ifdef __AVX512F__
+  E4m3Lut lut;
+  void decode_a(int64_t r, int64_t kb, double* out) const {
+    __m512d d[8];
+    for (int h = 0; h < 2; ++h) {
+      decode_e4m3_64(xq + r * k + kb * kBlk + h * 64, lut, d);
+      for (int j = 0; j < 8; ++j) _mm512_store_pd(out + h * 64 + j * 8, d[j]);
+    }
+  }
+  void decode_b(int64_t r, int64_t kb, double* out) const {
+    __m512d d[8];
+    for (int h = 0; h < 2; ++h) {
+      decode_e4m3_64(w + r * k + kb * kBlk + h * 64, lut, d);
+      for (int j = 0; j < 8; ++j) _mm512_store_pd(out + h * 64 + j * 8, d[j]);
+    }
+  }
+  void decode_b64(int64_t r, int64_t kb, int h, __m512d d[8]) const {
+    decode_e4m3_64(w + r * k + kb * kBlk + h * 64, lut, d);
+  }
+  static __m512d step8(__m512d acc, __m512d blk, __m512d sc) {
+    const __m256 b = _mm512_cvtpd_ps(blk);  // fp8_gemm: exact block dot rounded once to fp32
+    const __m256 s = _mm512_cvtpd_ps(sc);   // fp8_gemm: Scale_C = sa·sb in fp32 (exact)
+    // fp8_gemm: C_local_accum += C_local · Scale_C, fp32 (the product is exact)
+    return _mm512_cvtps_pd(_mm256_add_ps(_mm512_cvtpd_ps(acc), _mm256_mul_ps(b, s)));
+  }
+#else
+  void decode_a(int64_t r, int64_t kb, double* out) const { decode_e4m3_128_scalar(xq + r * k + kb * kBlk, out); }
+  void decode_b(int64_t r, int64_t kb, double* out) const { decode_e4m3_128_scalar(w + r * k + kb * kBlk, out); }
+#endif
+  double sa(int64_t r, int64_t kb) const { return xs[r * kblocks + kb]; }
+  double sb(int64_t c, int64_t kb) const { return e8m0_to_f32(ws[(c / kBlk) * kblocks + kb]); }
+  static double step(double acc, double blk, double sc) {
+    // fp8_gemm: fp32 block dot (one rounding) × fp32 scale, added to the fp32 accumulator
+    return double(float(acc) + float(blk) * float(sc));
+  }
+  void store(int64_t r, int64_t c, double acc) const {
+    y[r * n + c] = f32_to_bf16(float(acc));  // fp8_gemm: output cast to bf16
+  }
+};
+
+Fp8Problem make_problem(std::span<bf16> y, std::span<const uint8_t> xq, std::span<const float> xs,
+                        std::span<const uint8_t> w, std::span<const uint8_t> ws, int64_t m, int64_t n,
+                        int64_t k) {
+  assert(k % kBlk == 0);
+  const int64_t kblocks = k / kBlk;
+  assert(int64_t(y.size()) >= m * n && int64_t(xq.size()) >= m * k && int64_t(xs.size()) >= m * kblocks);
+  assert(int64_t(w.size()) >= n * k && int64_t(ws.size()) >= ((n + kBlk - 1) / kBlk) * kblocks);
+  Fp8Problem p;
+  p.m = m, p.n = n, p.k = k, p.xq = xq.data(), p.xs = xs.data(), p.w = w.data(), p.ws = ws.data();
+  p.y = y.data(), p.kblocks = kblocks;
+  return p;
+}
+
+}  // namespace
+
+void linear_fp8(std::span<bf16> y, std::span<const uint8_t> xq, std::span<const float> xs,
+                std::span<const uint8_t> w, std::span<const uint8_t> ws, int64_t m, int64_t n, int64_t k) {
+  detail::run_linear(make_problem(y, xq, xs, w, ws, m, n, k));
+}
+
+void linear_fp8_gemv(std::span<bf16> y, std::span<const uint8_t> xq, std::span<const float> xs,
+                     std::span<const uint8_t> w, std::span<const uint8_t> ws, int64_t m, int64_t n, int64_t k) {
+  assert(m <= detail::kGemvRows);
+  detail::run_linear(make_problem(y, xq, xs, w, ws, m, n, k));
+}
+
+void linear_fp8_gemm(std::span<bf16> y, std::span<const uint8_t> xq, std::span<const float> xs,
+                     std::span<const uint8_t> w, std::span<const uint8_t> ws, int64_t m, int64_t n, int64_t k) {
+  if (m > 0 && n > 0) detail::gemm_engine(make_problem(y, xq, xs, w, ws, m, n, k));
+}
+
+}  // namespace dsv4::kernels

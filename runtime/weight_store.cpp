@@ -1,0 +1,130 @@
+#include "runtime/weight_store.hpp"
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <xxhash.h>
+
+#include <cstring>
+#include <utility>
+
+#include "model.hpp"
+#include "plan/error.hpp"
+#include "plan/weights_file.hpp"
+#include "tools/checkpoint/convert.hpp"
+#include "weights.hpp"
+
+namespace dsv4 {
+namespace {
+
+std::string hex(uint64_t h) {
+  char b[20];
+  std::snprintf(b, sizeof b, "%016llx", (unsigned long long)h);
+  return b;
+}
+
+// Maps one file and checks it against the manifest entries of its kind.
+void map_and_check(const std::string& path, uint32_t kind, int64_t rank, bool verify, const uint8_t*& base,
+                   size_t& size, const uint8_t*& data, WeightStore::FileSummary& sum) {
+  const int fd = ::open(path.c_str(), O_RDONLY);
+  if (fd < 0) throw Error(path + ": cannot open weights file: " + std::strerror(errno));
+  struct stat st {};
+  ::fstat(fd, &st);
+  size = size_t(st.st_size);
+  if (size < sizeof(wfile::FileHeader)) {
+    ::close(fd);
+    throw Error(path + ": file is " + std::to_string(size) + " bytes, shorter than the 256-byte header");
+  }
+  void* m = ::mmap(nullptr, size, PROT_READ, MAP_SHARED, fd, 0);
+  ::close(fd);
+  if (m == MAP_FAILED) throw Error(path + ": mmap failed: " + std::strerror(errno));
+  base = static_cast<const uint8_t*>(m);
+
+  wfile::FileHeader h;
+  std::memcpy(&h, base, sizeof h);
+  auto fail = [&](const std::string& what) { throw Error(path + ": " + what); };
+  if (std::memcmp(h.magic, wfile::kMagic, 8) != 0) fail("not a dsv4 weights file (bad magic)");
+  if (h.version != wfile::kVersion)
+    fail("format version: expected " + std::to_string(wfile::kVersion) + ", got " + std::to_string(h.version));
+  if (h.plan_hash != gen::kPlanHash)
+    fail(std::string("plan hash: this binary is built for plan ") + hex(gen::kPlanHash) + " (config " + gen::kConfigName +
+         "), the file was converted for plan " + hex(h.plan_hash) + " (config " +
+         std::string(h.config_name, strnlen(h.config_name, sizeof h.config_name)) + "); convert again with this binary");
+  if (h.kind != kind) fail("file kind: expected " + std::to_string(kind) + ", got " + std::to_string(h.kind));
+  if (h.ranks != uint32_t(gen::kRanks))
+    fail("rank count: expected " + std::to_string(gen::kRanks) + ", got " + std::to_string(h.ranks));
+  if (h.rank != uint32_t(rank)) fail("rank: expected " + std::to_string(rank) + ", got " + std::to_string(h.rank));
+  const uint64_t want_bytes = uint64_t(kind == wfile::kKindRank ? gen::kRankWeightBytes : gen::kReplicatedWeightBytes);
+  if (h.data_bytes != want_bytes)
+    fail("data bytes: expected " + std::to_string(want_bytes) + ", got " + std::to_string(h.data_bytes));
+  if (h.data_offset % wfile::kDataAlign || h.data_offset + h.data_bytes != size ||
+      h.table_offset + h.n_tensors * sizeof(wfile::TensorEntry) > h.data_offset)
+    fail("layout: data section [" + std::to_string(h.data_offset) + ", +" + std::to_string(h.data_bytes) +
+         ") does not fit the file of " + std::to_string(size) + " bytes");
+  data = base + h.data_offset;
+
+  const plan::WeightFile want_file = kind == wfile::kKindRank ? plan::WeightFile::Rank : plan::WeightFile::Replicated;
+  uint64_t i = 0;
+  for (const auto& w : gen::kWeights) {
+    if (w.file != want_file) continue;
+    if (i >= h.n_tensors) fail("tensor table has " + std::to_string(h.n_tensors) + " entries, the plan needs more");
+    wfile::TensorEntry e;
+    std::memcpy(&e, base + h.table_offset + i * sizeof e, sizeof e);
+    const std::string name(e.name, strnlen(e.name, sizeof e.name));
+    const std::string want = source_name(w, rank, gen::kExpertsPerRank);
+    if (name != want) fail("tensor " + std::to_string(i) + ": expected " + want + ", got " + name);
+    bool shape_ok = e.ndim == uint32_t(w.ndim);
+    for (int d = 0; d < 4 && shape_ok; ++d) shape_ok = e.shape[d] == w.shape[d];
+    if (e.dtype != uint32_t(w.dtype) || !shape_ok)
+      fail("tensor " + name + ": expected " + plan::dtype_name(w.dtype) + " with the plan's shape, got dtype " +
+           std::to_string(e.dtype) + " ndim " + std::to_string(e.ndim));
+    if (e.offset != uint64_t(w.offset) || e.bytes != uint64_t(w.bytes))
+      fail("tensor " + name + ": expected offset " + std::to_string(w.offset) + " bytes " + std::to_string(w.bytes) +
+           ", got offset " + std::to_string(e.offset) + " bytes " + std::to_string(e.bytes));
+    if (verify && XXH3_64bits(data + e.offset, e.bytes) != e.xxh3) fail("tensor " + name + ": checksum mismatch");
+    sum.bytes += e.bytes;
+    ++i;
+  }
+  if (i != h.n_tensors) fail("tensor table has " + std::to_string(h.n_tensors) + " entries, the plan needs " + std::to_string(i));
+  sum.path = path;
+  sum.tensors = i;
+  sum.checksums_verified = verify;
+}
+
+}  // namespace
+
+WeightStore WeightStore::open(const std::string& dir, int64_t rank, bool verify) {
+  if (rank < 0 || rank >= gen::kRanks)
+    throw Error("rank " + std::to_string(rank) + " is outside the plan's " + std::to_string(gen::kRanks) + " ranks");
+  WeightStore w;
+  w.rank_ = rank;
+  w.summaries_.resize(2);
+  map_and_check(dir + "/" + replicated_file_name(), wfile::kKindReplicated, 0, verify, w.rep_.base, w.rep_.size,
+                w.rep_.data, w.summaries_[0]);
+  map_and_check(dir + "/" + rank_file_name(rank, gen::kRanks), wfile::kKindRank, rank, verify, w.rank_file_.base,
+                w.rank_file_.size, w.rank_file_.data, w.summaries_[1]);
+  return w;
+}
+
+WeightStore::WeightStore(WeightStore&& o) noexcept { *this = std::move(o); }
+
+WeightStore& WeightStore::operator=(WeightStore&& o) noexcept {
+  std::swap(rep_, o.rep_);
+  std::swap(rank_file_, o.rank_file_);
+  std::swap(rank_, o.rank_);
+  std::swap(summaries_, o.summaries_);
+  return *this;
+}
+
+WeightStore::~WeightStore() {
+  if (rep_.base) ::munmap(const_cast<uint8_t*>(rep_.base), rep_.size);
+  if (rank_file_.base) ::munmap(const_cast<uint8_t*>(rank_file_.base), rank_file_.size);
+}
+
+const uint8_t* WeightStore::data(uint32_t id) const {
+  const plan::Weight& w = gen::kWeights[id];
+  return (w.file == plan::WeightFile::Rank ? rank_file_.data : rep_.data) + w.offset;
+}
+
+}  // namespace dsv4
