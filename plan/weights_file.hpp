@@ -9,7 +9,7 @@
 //   FP8 linears: e4m3 codes [out, in] row-major + e8m0 scale bytes [ceil(out/128), ceil(in/128)];
 //   FP4 experts: official packing, [out, in/2] bytes (low nibble = even k) + e8m0 scale [out, in/32];
 //   wo_a: bf16 [out, in], dequantised (weight x block scale) as convert.py does;
-//   tid2eid: i32 (the reference loads it into an int32 parameter); everything else as in the checkpoint.
+//   everything else (tid2eid i64 included) exactly as in the checkpoint.
 #pragma once
 #include <cstdint>
 

@@ -5,6 +5,8 @@
 
 #include "model.hpp"
 #include "plan/error.hpp"
+#include "runtime/comm.hpp"
+#include "runtime/eval.hpp"
 #include "runtime/plan_info.hpp"
 #include "runtime/weight_store.hpp"
 #include "tools/checkpoint/check_hf.hpp"
@@ -66,7 +68,36 @@ int main(int argc, char** argv) {
   check_hf->add_option("--hf", hf, "HF checkpoint folder")->required();
   check_hf->add_option("--config", config_path, "shape config .json (default: the built-in config)");
 
+  dsv4::EvalOptions ev;
+  auto* eval = app.add_subcommand("eval", "teacher-forced prefill + decode of one prompt, logits to .npy (run under mpirun for several ranks)");
+  eval->add_option("-w,--weights", ev.weights, "converted weights folder")->required();
+  eval->add_option("--input-ids", ev.input_ids, "prompt token ids (.npy int32/int64 [L])")->required();
+  eval->add_option("--forced-tokens", ev.forced_tokens, "tokens fed at decode steps (.npy [N]: N-1 steps, step i feeds tokens[i-1])");
+  eval->add_option("--decode-steps", ev.decode_steps, "greedy decode steps without --forced-tokens (default 16)");
+  eval->add_option("--logits-out", ev.logits_out, "float32 logits [1 + steps, vocab] (.npy)")->required();
+  eval->add_option("--tokens-out", ev.tokens_out, "greedy tokens (.npy int32)");
+  eval->add_option("--chunk", ev.chunk, "prefill chunk length (default: max_tokens_per_step)");
+  eval->add_option("--trace-out", ev.trace_out, "write every op output per step, named as the golden dumps");
+  eval->add_option("--inject-from", ev.inject_from, "golden dump folder: replace each layer's input with its value");
+  eval->add_option("--prefix", ev.prefix, "step folder prefix for --trace-out / --inject-from (e.g. len7_)");
+  eval->add_flag("--inject-ops", ev.inject_ops, "inject every dumped op output (op-level checks), not only layer inputs");
+  eval->add_flag("--checksums", ev.verify_checksums, "verify weight checksums at start-up");
+  eval->add_option("--report-json", ev.report_json, "timing report (TTFT, tokens/s, memory) as JSON");
+
   CLI11_PARSE(app, argc, argv);
+  if (eval->parsed()) {
+    dsv4::Comm comm(&argc, &argv);
+    if (comm.size() != dsv4::gen::kRanks)
+      comm.abort("the plan is built for " + std::to_string(dsv4::gen::kRanks) + " ranks (config " +
+                 dsv4::gen::kConfigName + "), the job has " + std::to_string(comm.size()));
+    try {
+      return dsv4::run_eval(comm, ev);
+    } catch (const std::exception& e) {
+      if (comm.size() > 1) comm.abort(e.what());  // ends every rank, none waits in a collective
+      std::fprintf(stderr, "dsv4: error: %s\n", e.what());
+      return 1;
+    }
+  }
   try {
     if (info->parsed()) {
       const auto j = dsv4::plan_info();

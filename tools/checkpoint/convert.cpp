@@ -22,7 +22,7 @@ namespace {
 namespace fs = std::filesystem;
 
 // How one converted tensor is made from the checkpoint (spec §3 post-processing).
-enum class Transform { Copy, HeadShard, DequantWoA, Tid2eidToI32 };
+enum class Transform { Copy, HeadShard, DequantWoA };
 
 struct Job {
   const plan::Weight* w;
@@ -81,9 +81,6 @@ std::vector<Job> plan_jobs(const st::Checkpoint& ck, const WeightsTarget& t, pla
       j.scale = ck.find(sname);
       expect(j.scale, sname, HfDtype::F8_E8M0, {hf_manifest_detail::ceil_div(shape[0], 128), hf_manifest_detail::ceil_div(shape[1], 128)}, hf_dir,
              "wo_a block scale, dequantised into bf16 at conversion");
-    } else if (ends_with(j.src, ".gate.tid2eid")) {
-      j.how = Transform::Tid2eidToI32;
-      dt = HfDtype::I64;
     }
     expect(j.in, j.src, dt, shape, hf_dir, "plan " + t.config_name + " tensor " + w.name);
     jobs.push_back(j);
@@ -162,20 +159,6 @@ uint64_t write_tensor(int fd, const std::string& path, uint64_t data_off, const 
           row[i] = f32_to_bf16(e4m3_to_f32(src[o * in + i]) * e8m0_to_f32(sc[(o / 128) * sc_cols + i / 128]));
         emit(row.data(), row.size() * 2);
       }
-      break;
-    }
-    case Transform::Tid2eidToI32: {  // the reference loads tid2eid into an int32 parameter
-      const int64_t n = w.shape[0] * w.shape[1];
-      std::vector<int32_t> v(static_cast<size_t>(n));
-      for (int64_t i = 0; i < n; ++i) {
-        int64_t e;
-        std::memcpy(&e, src.data() + 8 * i, 8);
-        if (e < 0 || e >= t.n_experts)
-          throw Error(j.in->file->path() + ": tensor " + j.src + ": expert id " + std::to_string(e) + " at element " +
-                      std::to_string(i) + " is outside [0, " + std::to_string(t.n_experts) + ")");
-        v[i] = int32_t(e);
-      }
-      emit(v.data(), v.size() * 4);
       break;
     }
   }

@@ -351,9 +351,11 @@ SafetensorsLayout plan_safetensors(std::vector<TensorSpec> specs, uint64_t align
     off = (off + align - 1) / align * align;
     TensorInfo t{s.name, s.dtype, s.shape, off, off + s.bytes()};
     off = t.end;
-    h += "," + json(s.name).dump() + ":{\"dtype\":\"" + hf_dtype_name(s.dtype) + "\",\"shape\":[";
-    for (size_t k = 0; k < s.shape.size(); ++k) h += (k ? "," : "") + std::to_string(s.shape[k]);
-    h += "],\"data_offsets\":[" + std::to_string(t.begin) + "," + std::to_string(t.end) + "]}";
+    h.append(",").append(json(s.name).dump()).append(":{\"dtype\":\"").append(hf_dtype_name(s.dtype));
+    h.append("\",\"shape\":[");
+    for (size_t k = 0; k < s.shape.size(); ++k) h.append(k ? "," : "").append(std::to_string(s.shape[k]));
+    h.append("],\"data_offsets\":[").append(std::to_string(t.begin)).append(",").append(std::to_string(t.end));
+    h.append("]}");
     l.tensors.push_back(std::move(t));
   }
   h += "}";

@@ -1,12 +1,12 @@
 #include "tools/checkpoint/synth.hpp"
 
 #include <algorithm>
+#include <bit>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
-#include <numbers>
 #include <string_view>
 
 #include <nlohmann/json.hpp>
@@ -65,18 +65,90 @@ Xoshiro256 row_stream(uint64_t tseed, uint64_t row) {
   return Xoshiro256(splitmix64(x));
 }
 
-// Box–Muller on 24-bit uniforms, both outputs used: u1 in (0, 1], u2 in [0, 1). (Not
-// std::normal_distribution, whose output is implementation-defined.) |z| <= sqrt(48 ln 2) = 5.77.
+// 8 interleaved xoshiro256** lanes (structure of arrays, so the compiler vectorizes next()).
+struct Lanes8 {
+  uint64_t s0[8], s1[8], s2[8], s3[8];
+  explicit Lanes8(Xoshiro256& g) {
+    for (int l = 0; l < 8; ++l) {
+      Xoshiro256 lane(g.next());
+      s0[l] = lane.s[0], s1[l] = lane.s[1], s2[l] = lane.s[2], s3[l] = lane.s[3];
+    }
+  }
+  void next(uint64_t* out) {
+    for (int l = 0; l < 8; ++l) {
+      const uint64_t a = s1[l] * 5, r = ((a << 7) | (a >> 57)) * 9, t = s1[l] << 17;
+      s2[l] ^= s0[l];
+      s3[l] ^= s1[l];
+      s1[l] ^= s2[l];
+      s0[l] ^= s3[l];
+      s2[l] ^= t;
+      s3[l] = (s3[l] << 45) | (s3[l] >> 19);
+      out[l] = r;
+    }
+  }
+};
+
+inline float f_as(uint32_t u) { return std::bit_cast<float>(u); }
+inline uint32_t u_as(float f) { return std::bit_cast<uint32_t>(f); }
+
+// ln(x) for normal x > 0 from basic IEEE operations only (no libm: identical on every platform and
+// vectorizable): x = 2^e * m, m in [sqrt(1/2), sqrt(2)), minimax polynomial in f = m - 1 (rel. err ~1e-7).
+inline float log_poly(float x) {
+  const uint32_t b = u_as(x);
+  int32_t e = int32_t((b >> 23) & 0xff) - 127;
+  float m = f_as((b & 0x7fffffu) | 0x3f800000u);  // [1, 2)
+  const bool big = m > 1.41421356f;
+  m = big ? m * 0.5f : m;
+  e = big ? e + 1 : e;
+  const float f = m - 1.0f, z = f * f;
+  float p = 7.0376836292e-2f;
+  p = p * f - 1.1514610310e-1f;
+  p = p * f + 1.1676998740e-1f;
+  p = p * f - 1.2420140846e-1f;
+  p = p * f + 1.4249322787e-1f;
+  p = p * f - 1.6668057665e-1f;
+  p = p * f + 2.0000714765e-1f;
+  p = p * f - 2.4999993993e-1f;
+  p = p * f + 3.3333331174e-1f;
+  const float y = f * z * p - 0.5f * z + f;
+  return y + float(e) * 0.693147180559945f;
+}
+
+// sin and cos of 2*pi*u for u in [0, 1): quadrant q = round(4u), phase phi = (4u - q) * pi/2 in
+// [-pi/4, pi/4] (4u - q is exact), minimax polynomials on that interval.
+inline void sincos_2pi(float u, float& sn, float& cs) {
+  const float t = 4.0f * u;
+  const float qf = float(int32_t(t + 0.5f));
+  const float phi = (t - qf) * 1.57079632679f, z = phi * phi;
+  const float s = phi + phi * z * (-1.6666654611e-1f + z * (8.3321608736e-3f + z * -1.9515295891e-4f));
+  const float c = 1.0f - 0.5f * z + z * z * (4.166664568298827e-2f + z * (-1.388731625493765e-3f + z * 2.443315711809948e-5f));
+  const int32_t q = int32_t(qf) & 3;
+  // quadrant q: (sin, cos) = (s, c), (c, -s), (-s, -c), (-c, s)
+  sn = q == 0 ? s : q == 1 ? c : q == 2 ? -s : -c;
+  cs = q == 0 ? c : q == 1 ? -s : q == 2 ? -c : s;
+}
+
+// Box–Muller on 24-bit uniforms (u1 in (0, 1], u2 in [0, 1)), both outputs used; 16 values per step of
+// 8 lanes. Not std::normal_distribution (implementation-defined) and not libm: basic IEEE ops and sqrt
+// only, so the values are the same on every platform and ISA (built with -ffp-contract=off).
+// |z| <= sqrt(48 ln 2) = 5.77.
 void fill_normal(Xoshiro256& g, float* out, int64_t n, float mean, float sd) {
-  constexpr float two_pi = float(2 * std::numbers::pi);
-  for (int64_t i = 0; i < n; i += 2) {
-    const uint64_t r = g.next();
-    const float u1 = float((r >> 40) + 1) * 0x1p-24f;
-    const float u2 = float((r >> 16) & 0xffffff) * 0x1p-24f;
-    const float rad = std::sqrt(-2.0f * std::log(u1));
-    const float th = two_pi * u2;
-    out[i] = mean + sd * (rad * std::cos(th));
-    if (i + 1 < n) out[i + 1] = mean + sd * (rad * std::sin(th));
+  Lanes8 L(g);
+  uint64_t r[8];
+  float z[16];
+  for (int64_t i = 0; i < n; i += 16) {
+    L.next(r);
+    for (int l = 0; l < 8; ++l) {
+      const float u1 = float(uint32_t(r[l] >> 40) + 1u) * 0x1p-24f;
+      const float u2 = float(uint32_t(r[l] >> 16) & 0xffffffu) * 0x1p-24f;
+      const float rad = std::sqrt(-2.0f * log_poly(u1));
+      float sn, cs;
+      sincos_2pi(u2, sn, cs);
+      z[l] = mean + sd * (rad * cs);
+      z[l + 8] = mean + sd * (rad * sn);
+    }
+    if (n - i >= 16) std::memcpy(out + i, z, sizeof z);
+    else std::memcpy(out + i, z, size_t(n - i) * sizeof(float));
   }
 }
 
@@ -191,6 +263,15 @@ void gen_plain(Ctx& cx, const HfTensor& t) {
   }
 }
 
+// numerics.hpp f32_to_e2m1 without branches (vectorizable), for finite x: RNE on the e2m1 grid after a
+// clamp to ±6 (the tests compare it with f32_to_e2m1).
+inline uint8_t e2m1_code(float x) {
+  const float a = std::fabs(x);
+  const int c = int(a > 0.25f) + int(a >= 0.75f) + int(a > 1.25f) + int(a >= 1.75f) + int(a > 2.5f) +
+                int(a >= 3.5f) + int(a > 5.0f);
+  return uint8_t(c | ((u_as(x) >> 28) & 8));
+}
+
 // e8m0 byte of the power-of-two scale 2^ceil(log2(amax / qmax)).
 inline int scale_exp(float amax, float qmax) {
   const float t = std::max(amax, 0x1p-100f) / qmax;
@@ -261,13 +342,14 @@ void gen_fp4(Ctx& cx, const HfTensor& wt, const HfTensor& sc) {
         uint8_t* srow = sbuf.data() + (r - r0) * SB;
         for (int64_t blk = 0; blk < SB; ++blk) {
           const float* x = v.data() + blk * 32;
-          float amax = 0;
-          for (int k = 0; k < 32; ++k) amax = std::max(amax, std::fabs(x[k]));
-          const int e = scale_exp(amax, 6.f);
+          uint32_t abits = 0;  // max |x| via the bits: for non-NaN floats |x| orders like its bit pattern
+          for (int k = 0; k < 32; ++k) abits = std::max(abits, u_as(x[k]) & 0x7fffffffu);
+          const int e = scale_exp(f_as(abits), 6.f);
           srow[blk] = uint8_t(e + 127);
           const float inv = std::ldexp(1.0f, -e);
-          for (int k = 0; k < 32; k += 2)
-            wrow[blk * 16 + k / 2] = uint8_t(f32_to_e2m1(x[k] * inv) | (f32_to_e2m1(x[k + 1] * inv) << 4));
+          uint8_t code[32];
+          for (int k = 0; k < 32; ++k) code[k] = e2m1_code(x[k] * inv);
+          for (int k = 0; k < 16; ++k) wrow[blk * 16 + k] = uint8_t(code[2 * k] | (code[2 * k + 1] << 4));
         }
       }
     }

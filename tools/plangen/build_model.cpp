@@ -168,7 +168,7 @@ void build_attention(Builder& b, const Program& p, const Meta& meta, int L, uint
       uint32_t ws = b.step(P + "indexer.weights", DType::BF16, {T, IH});
       b.op(OpKind::IndexerScale, L, P + "indexer.weights", {wp}, {ws}, {}, {.dim = int32_t(IH)});
       topk_c = b.step(P + "indexer.topk_idxs", DType::I32, {T, m.index_topk});
-      uint32_t scores = b.step(P + "indexer.scores", DType::F32, {T, d.C / 4});
+      uint32_t scores = b.step(P + "indexer.scores", DType::BF16, {T, d.C / 4});
       b.op(OpKind::IndexerTopK, L, P + "indexer.topk", {iqf, ws, keys, meta.positions, meta.token_request, meta.block_table_r4},
            {topk_c, scores}, {}, {.ratio = 4, .dim = int32_t(ID)});
     }
@@ -214,7 +214,7 @@ uint32_t build_moe(Builder& b, const Program& p, const Meta& meta, int L, uint32
   uint32_t scores = b.step(P + "gate.scores", DType::F32, {T, E});
   uint32_t weights = b.step(P + "gate.weights", DType::F32, {T, k});
   uint32_t indices = b.step(P + "gate.indices", DType::I32, {T, k});
-  uint32_t route = hash ? b.weight(W + "gate.tid2eid", DType::I32, {m.vocab_size, k}, L)
+  uint32_t route = hash ? b.weight(W + "gate.tid2eid", DType::I64, {m.vocab_size, k}, L)
                         : b.weight(W + "gate.bias", DType::F32, {E}, L);
   b.op(OpKind::GateScores, L, P + "gate", {logits, meta.token_ids}, {scores, weights, indices}, {route},
        {.flags = hash ? plan::kFlagHash : 0});

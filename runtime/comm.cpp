@@ -1,0 +1,64 @@
+#include "runtime/comm.hpp"
+
+#include <mpi.h>
+
+#include <cstdio>
+#include <limits>
+#include <vector>
+
+#include "plan/error.hpp"
+
+namespace dsv4 {
+namespace {
+
+// MPI counts are int: large transfers go as MPI_BYTE in units of this many bytes when possible.
+std::vector<int> to_int(std::span<const int64_t> v, const char* what) {
+  std::vector<int> r(v.size());
+  for (size_t i = 0; i < v.size(); ++i) {
+    if (v[i] < 0 || v[i] > std::numeric_limits<int>::max())
+      throw Error(std::string("MPI ") + what + " " + std::to_string(v[i]) + " does not fit an int");
+    r[i] = int(v[i]);
+  }
+  return r;
+}
+
+}  // namespace
+
+Comm::Comm(int* argc, char*** argv) {
+  int provided = 0;
+  MPI_Init_thread(argc, argv, MPI_THREAD_FUNNELED, &provided);
+  MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_ARE_FATAL);
+  MPI_Comm_rank(MPI_COMM_WORLD, &rank_);
+  MPI_Comm_size(MPI_COMM_WORLD, &size_);
+}
+
+Comm::~Comm() { MPI_Finalize(); }
+
+void Comm::alltoallv(const void* send, std::span<const int64_t> sc, std::span<const int64_t> sd, void* recv,
+                     std::span<const int64_t> rc, std::span<const int64_t> rd) const {
+  const auto a = to_int(sc, "send count"), b = to_int(sd, "send displacement"), c = to_int(rc, "recv count"),
+             d = to_int(rd, "recv displacement");
+  MPI_Alltoallv(send, a.data(), b.data(), MPI_BYTE, recv, c.data(), d.data(), MPI_BYTE, MPI_COMM_WORLD);
+}
+
+void Comm::alltoall_i64(std::span<const int64_t> send, std::span<int64_t> recv) const {
+  MPI_Alltoall(send.data(), 1, MPI_INT64_T, recv.data(), 1, MPI_INT64_T, MPI_COMM_WORLD);
+}
+
+void Comm::allgather(const void* send, int64_t bytes, void* recv) const {
+  if (bytes > std::numeric_limits<int>::max()) throw Error("MPI allgather block too large");
+  MPI_Allgather(send, int(bytes), MPI_BYTE, recv, int(bytes), MPI_BYTE, MPI_COMM_WORLD);
+}
+
+void Comm::barrier() const { MPI_Barrier(MPI_COMM_WORLD); }
+
+double Comm::wtime() const { return MPI_Wtime(); }
+
+void Comm::abort(const std::string& msg) const {
+  std::fprintf(stderr, "dsv4: rank %d: error: %s\n", rank_, msg.c_str());
+  std::fflush(stderr);
+  MPI_Abort(MPI_COMM_WORLD, 1);
+  std::abort();
+}
+
+}  // namespace dsv4

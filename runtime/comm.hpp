@@ -1,0 +1,34 @@
+// MPI world and the collectives the plan names (Open MPI is the only transport). Any error on any
+// rank ends the whole job through abort(), so no rank waits forever in a collective.
+#pragma once
+#include <cstdint>
+#include <span>
+#include <string>
+
+namespace dsv4 {
+
+class Comm {
+ public:
+  Comm(int* argc, char*** argv);  // MPI_Init_thread (funneled); errors are fatal to the job
+  ~Comm();                        // MPI_Finalize
+  Comm(const Comm&) = delete;
+
+  int rank() const { return rank_; }
+  int size() const { return size_; }
+
+  // All-to-all-v of bytes; counts and displacements in bytes, per peer.
+  void alltoallv(const void* send, std::span<const int64_t> send_counts, std::span<const int64_t> send_displs,
+                 void* recv, std::span<const int64_t> recv_counts, std::span<const int64_t> recv_displs) const;
+  void alltoall_i64(std::span<const int64_t> send, std::span<int64_t> recv) const;  // one value per peer
+  void allgather(const void* send, int64_t bytes, void* recv) const;                // equal blocks
+  void barrier() const;
+  double wtime() const;
+
+  // Prints "dsv4: rank R: error: msg" and aborts every rank of the job (MPI_Abort).
+  [[noreturn]] void abort(const std::string& msg) const;
+
+ private:
+  int rank_ = 0, size_ = 1;
+};
+
+}  // namespace dsv4
