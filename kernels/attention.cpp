@@ -49,7 +49,7 @@ void sparse_attn(std::span<bf16> o, std::span<const bf16> q, std::span<const bf1
         if (bmax == ninf) continue;  // block fully masked and nothing seen yet
         const float alpha = std::exp(m - bmax);  // rescale of the running sums (0 on the first block)
         m = bmax;
-        float bsum = 0.0f;
+        double bsum = 0.0;  // block row sum of the fp32 probabilities (order-free: accumulated in double)
         for (int c = 0; c < d; ++c) pv[c] = 0.0;
         for (int j = 0; j < nb; ++j) {
           if (s[j] == ninf) continue;
@@ -59,7 +59,7 @@ void sparse_attn(std::span<bf16> o, std::span<const bf16> q, std::span<const bf1
           const bf16* kr = kv.data() + int64_t(ix[b0 + j]) * d;
           for (int c = 0; c < d; ++c) pv[c] += pb * double(bf16_to_f32(kr[c]));
         }
-        sum = sum * alpha + bsum;
+        sum = sum * alpha + float(bsum);
         for (int c = 0; c < d; ++c) acc[c] = acc[c] * alpha + float(pv[c]);
       }
       sum += std::exp(sink[h] - m);  // the sink enters the denominator only

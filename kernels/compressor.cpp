@@ -8,6 +8,7 @@
 #include <limits>
 
 #include "kernels/norm_rope.hpp"
+#include "kernels/quant.hpp"
 
 namespace dsv4::kernels {
 
@@ -73,7 +74,12 @@ int64_t compressor_step(std::span<bf16> entries, std::span<int64_t> entry_ids, s
     float table[512];
     rope_table(std::span<float>(table, freqs.size() * 2), freqs, p + 1 - r, 1);  // RoPE at the block's first position
     apply_rope(es, std::span<const float>(table, freqs.size() * 2), 1, 1, d, dm.rope_dim, false);
-    if (dm.rotate) hadamard128(es, es);  // indexer compressor: rotate_activation
+    if (dm.rotate) {
+      hadamard128(es, es);          // indexer compressor: rotate_activation
+      fp4_round_trip_inplace(es);   // fp4_act_quant(kv, 32, inplace)
+    } else {
+      fp8_round_trip_inplace(es.first(size_t(d - dm.rope_dim)), 64);  // act_quant(kv[..., :-rd], 64, inplace)
+    }
     entry_ids[n_out] = p / r;
     ++n_out;
   }

@@ -26,9 +26,9 @@ struct CompressorDims {
 void compressor_reset(std::span<float> kv_state, std::span<float> score_state);
 
 // Feeds tokens (ascending, consecutive positions) and writes every entry completed by them: softmax pooling
-// over the slots per channel, bf16, RMSNorm, RoPE at the block's first position; for rotate also the
-// Hadamard. The FP8 (main, dims [:d−rope], block 64) or FP4 (rotate, block 32) round trip that completes an
-// entry is compressor_quantize below. Returns the number of entries written.
+// over the slots per channel, bf16, RMSNorm, RoPE at the block's first position, then either the FP8 round
+// trip on dims [:d−rope] (block 64, main) or Hadamard-128 + the FP4 round trip (block 32, rotate).
+// Returns the number of entries written (at most tokens/ratio + 1).
 // entries: bf16 [max_entries, d]; entry_ids: int64 [max_entries] (entry index = first position / ratio);
 // kv_state, score_state: fp32 [state_rows, proj_dim] (in/out); kv, score: fp32 [tokens, proj_dim] (the wkv and
 // wgate projections of fp32(x)); pos: int64 [tokens]; ape: fp32 [ratio, proj_dim]; norm_w: bf16 [d];

@@ -8,6 +8,7 @@
 
 #include "kernels/exact.hpp"
 #include "kernels/norm_rope.hpp"
+#include "kernels/quant.hpp"
 
 namespace dsv4::kernels {
 
@@ -15,6 +16,7 @@ void indexer_q_post(std::span<bf16> q, std::span<const float> table, int64_t tok
   constexpr int hd = 128;
   apply_rope(q, table, tokens, heads, hd, rope_dim, false);  // Indexer: apply_rotary_emb(q[..., -rd:])
   hadamard128(q, q);                                         // Indexer: rotate_activation(q)
+  fp4_round_trip_inplace(q);                                 // Indexer: fp4_act_quant(q, 32, inplace)
 }
 
 void indexer_weights(std::span<bf16> w, std::span<const bf16> wp, float scale) {

@@ -7,9 +7,8 @@
 
 namespace dsv4::kernels {
 
-// Indexer q post-processing (steps 2-3), in place: RoPE on the last rope_dim dims, then Hadamard-128. Step 4,
-// the FP4 round trip (block 32), is quant's in-place FP4 kernel, applied next by the caller.
-// q: bf16 [tokens, heads, 128]; table: fp32 [tokens, rope_dim/2, 2].
+// Indexer q post-processing (steps 2-4), in place: RoPE on the last rope_dim dims, Hadamard-128, then the
+// FP4 round trip (block 32). q: bf16 [tokens, heads, 128]; table: fp32 [tokens, rope_dim/2, 2].
 void indexer_q_post(std::span<bf16> q, std::span<const float> table, int64_t tokens, int heads, int rope_dim);
 
 // w = bf16(fp32(weights_proj_out) · scale), scale = fp32(index_head_dim^-½ · index_n_heads^-½).

@@ -62,48 +62,55 @@ inline __m512d hsum8(const __m512d v[8]) {
 //   AVX-512 only: static __m512d step8(__m512d acc, __m512d blk, __m512d scale);
 //   void store(int64_t row, int64_t col, double acc) const;          final rounding and write
 
-// GEMV: up to kGemvRows activation rows; weights are decoded on the fly and streamed once.
+// GEMV: up to kGemvRows activation rows; weights are decoded on the fly and streamed once. A group
+// of 8 weight rows shares one decode of the activation block; inside it, sub-groups of S rows keep
+// S*M <= 8 (row, activation-row) pairs in registers for one 8-way reduction.
 template <int M, class P>
 void gemv_engine(const P& p) {
-  constexpr int R = M == 1 ? 8 : M == 2 ? 4 : 2;  // weight rows per group: R*M <= 8 pairs
+  constexpr int R = 8;                               // weight rows per group
+  constexpr int S = M == 1 ? 8 : M == 2 ? 4 : 2;     // weight rows per sub-group
+  constexpr int G = R / S;                           // sub-groups per group
   const int64_t kblocks = p.k / kBlk, groups = (p.n + R - 1) / R;
 #pragma omp parallel for schedule(static)
   for (int64_t g = 0; g < groups; ++g) {
     const int64_t n0 = g * R;
     int64_t rows[R];
     for (int r = 0; r < R; ++r) rows[r] = std::min<int64_t>(n0 + r, p.n - 1);  // tail: recompute
-    alignas(64) double acc[8] = {};  // pair i = r*M + mm
+    alignas(64) double acc[G][8] = {};  // sub-group sg, pair i = r*M + mm (r within the sub-group)
     alignas(64) double a[M][kBlk];
     for (int64_t kb = 0; kb < kblocks; ++kb) {
       for (int mm = 0; mm < M; ++mm) p.decode_a(mm, kb, a[mm]);
-      alignas(64) double sc[8] = {};
-      for (int r = 0; r < R; ++r)
-        for (int mm = 0; mm < M; ++mm) sc[r * M + mm] = p.sa(mm, kb) * p.sb(rows[r], kb);  // exact: powers of two
+      for (int sg = 0; sg < G; ++sg) {
+        const int64_t* rw = rows + sg * S;
+        alignas(64) double sc[8] = {};
+        for (int r = 0; r < S; ++r)
+          for (int mm = 0; mm < M; ++mm) sc[r * M + mm] = p.sa(mm, kb) * p.sb(rw[r], kb);  // exact: powers of two
 #ifdef __AVX512F__
-      __m512d part[8];
-      for (int i = 0; i < 8; ++i) part[i] = _mm512_setzero_pd();
-      for (int h = 0; h < 2; ++h)
-        for (int r = 0; r < R; ++r) {
-          __m512d d[8];
-          p.decode_b64(rows[r], kb, h, d);
-          for (int mm = 0; mm < M; ++mm)
-            for (int q = 0; q < 8; ++q)
-              part[r * M + mm] = _mm512_fmadd_pd(d[q], _mm512_load_pd(a[mm] + h * 64 + q * 8),
-                                                 part[r * M + mm]);
-        }
-      const __m512d blk = hsum8(part);
-      _mm512_store_pd(acc, P::step8(_mm512_load_pd(acc), blk, _mm512_load_pd(sc)));
+        __m512d part[8];
+        for (int i = 0; i < 8; ++i) part[i] = _mm512_setzero_pd();
+        for (int h = 0; h < 2; ++h)
+          for (int r = 0; r < S; ++r) {
+            __m512d d[8];
+            p.decode_b64(rw[r], kb, h, d);
+            for (int mm = 0; mm < M; ++mm)
+              for (int q = 0; q < 8; ++q)
+                part[r * M + mm] = _mm512_fmadd_pd(d[q], _mm512_load_pd(a[mm] + h * 64 + q * 8),
+                                                   part[r * M + mm]);
+          }
+        const __m512d blk = hsum8(part);
+        _mm512_store_pd(acc[sg], P::step8(_mm512_load_pd(acc[sg]), blk, _mm512_load_pd(sc)));
 #else
-      alignas(64) double b[kBlk];
-      for (int r = 0; r < R; ++r) {
-        p.decode_b(rows[r], kb, b);
-        for (int mm = 0; mm < M; ++mm)
-          acc[r * M + mm] = P::step(acc[r * M + mm], block_dot_canonical(a[mm], b), sc[r * M + mm]);
-      }
+        alignas(64) double b[kBlk];
+        for (int r = 0; r < S; ++r) {
+          p.decode_b(rw[r], kb, b);
+          for (int mm = 0; mm < M; ++mm)
+            acc[sg][r * M + mm] = P::step(acc[sg][r * M + mm], block_dot_canonical(a[mm], b), sc[r * M + mm]);
+        }
 #endif
+      }
     }
     for (int r = 0; r < R && n0 + r < p.n; ++r)
-      for (int mm = 0; mm < M; ++mm) p.store(mm, n0 + r, acc[r * M + mm]);
+      for (int mm = 0; mm < M; ++mm) p.store(mm, n0 + r, acc[r / S][(r % S) * M + mm]);
   }
 }
 

@@ -11,6 +11,7 @@
 #include <array>
 #include <cassert>
 #include <cmath>
+#include <cstring>
 
 #include "kernels/linear.hpp"
 
@@ -86,14 +87,29 @@ void fp4_tile(const Fp4Args& a, int64_t n0, int64_t m0) {
   alignas(64) uint8_t ad[Mc][2][3][64];          // activation digits: [even/odd][digit]
   __mmask64 asg[Mc][2];                          // activation signs: [even/odd]
   alignas(64) float sbv[Nt / 4][16];             // lane s*4+r: weight scale of row r, sub-block s
+  alignas(16) uint32_t sbw[Nt];                  // raw e8m0 bytes of the K block, one dword per row
+  const __m128i tr4 = _mm_setr_epi8(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+  // Each row's scales are a separate short run (k/32 bytes): touch them all up front so their cache
+  // misses overlap instead of stalling one by one inside the K loop.
+  for (int j = 0; j < nv; ++j)
+    for (int64_t off = 0; off < a.sblocks; off += 64) _mm_prefetch(reinterpret_cast<const char*>(a.ws + (n0 + j) * a.sblocks + off), _MM_HINT_T0);
   for (int64_t kb = 0; kb < a.kblocks; ++kb) {
     for (int j = 0; j < Nt; ++j) {
       const int64_t row = n0 + std::min(j, nv - 1);
       const __m512i b = _mm512_loadu_si512(a.w + row * (a.k / 2) + kb * 64);
       _mm512_store_si512(wlo[j], _mm512_shuffle_epi8(lut, _mm512_and_si512(b, nib)));  // low nibble: even k
       _mm512_store_si512(whi[j], _mm512_shuffle_epi8(lut, _mm512_and_si512(_mm512_srli_epi16(b, 4), nib)));
-      for (int s = 0; s < 4; ++s)
-        sbv[j / 4][s * 4 + j % 4] = e8m0_to_f32(a.ws[row * a.sblocks + kb * 4 + s]);
+      std::memcpy(&sbw[j], a.ws + row * a.sblocks + kb * 4, 4);  // this row's 4 sub-block scales
+    }
+    for (int g = 0; g < Nt / 4; ++g) {  // e8m0 bytes -> fp32 at lane s*4+r (a 4x4 byte transpose)
+      const __m128i t = _mm_shuffle_epi8(_mm_loadu_si128(reinterpret_cast<const __m128i*>(sbw + 4 * g)), tr4);
+      const __m512i b = _mm512_cvtepu8_epi32(t);
+      __m512i f = _mm512_slli_epi32(b, 23);
+      f = _mm512_mask_mov_epi32(f, _mm512_cmpeq_epi32_mask(b, _mm512_setzero_si512()),
+                                _mm512_set1_epi32(0x00400000));  // e8m0 0: 2^-127
+      f = _mm512_mask_mov_epi32(f, _mm512_cmpeq_epi32_mask(b, _mm512_set1_epi32(255)),
+                                _mm512_set1_epi32(0x7fc00000));  // e8m0 0xff: NaN
+      _mm512_store_ps(sbv[g], _mm512_castsi512_ps(f));
     }
     for (int i = 0; i < mv; ++i) {
       const uint8_t* c = a.xq + (m0 + i) * a.k + kb * kBlk;

@@ -16,7 +16,7 @@
 
 #include "plan/config.hpp"
 #include "plan/hf_manifest.hpp"
-#include "tools/checkpoint/hf_config.hpp"
+#include "tools/config/hf_config.hpp"
 #include "tools/checkpoint/safetensors.hpp"
 
 namespace dsv4::test {

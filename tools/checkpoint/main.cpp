@@ -10,7 +10,7 @@
 
 #include "plan/error.hpp"
 #include "tools/checkpoint/check_hf.hpp"
-#include "tools/checkpoint/hf_config.hpp"
+#include "tools/config/hf_config.hpp"
 #include "tools/checkpoint/synth.hpp"
 
 namespace {

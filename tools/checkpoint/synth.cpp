@@ -14,7 +14,7 @@
 #include "kernels/numerics.hpp"
 #include "plan/error.hpp"
 #include "plan/hf_manifest.hpp"
-#include "tools/checkpoint/hf_config.hpp"
+#include "tools/config/hf_config.hpp"
 #include "tools/checkpoint/safetensors.hpp"
 
 namespace dsv4 {

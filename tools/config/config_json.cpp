@@ -5,24 +5,12 @@
 #include <sstream>
 
 #include "plan/error.hpp"
+#include "tools/config/hf_config.hpp"
 
 namespace dsv4 {
 namespace {
 
 using json = nlohmann::ordered_json;
-
-// Every scalar key of the official config.json, in one list so parse and write cannot drift apart.
-#define DSV4_MODEL_SCALAR_FIELDS(X)                                                          \
-  X(attention_bias) X(attention_dropout) X(bos_token_id) X(eos_token_id) X(expert_dtype)   \
-  X(hc_eps) X(hc_mult) X(hc_sinkhorn_iters) X(head_dim) X(hidden_act) X(hidden_size)        \
-  X(index_head_dim) X(index_n_heads) X(index_topk) X(initializer_range)                     \
-  X(max_position_embeddings) X(model_type) X(moe_intermediate_size) X(n_routed_experts)     \
-  X(n_shared_experts) X(norm_topk_prob) X(num_attention_heads) X(num_experts_per_tok)       \
-  X(num_hidden_layers) X(num_hash_layers) X(num_key_value_heads) X(num_nextn_predict_layers) \
-  X(o_groups) X(o_lora_rank) X(q_lora_rank) X(qk_rope_head_dim) X(rms_norm_eps)             \
-  X(rope_theta) X(routed_scaling_factor) X(scoring_func) X(sliding_window) X(swiglu_limit)  \
-  X(tie_word_embeddings) X(topk_method) X(torch_dtype) X(transformers_version) X(use_cache)  \
-  X(vocab_size) X(compress_rope_theta)
 
 #define DSV4_DEPLOY_FIELDS(X)                                                              \
   X(ranks) X(attn_dp) X(moe_ep) X(lmhead_tp) X(max_tokens_per_step) X(max_requests_per_rank) \
@@ -67,103 +55,6 @@ std::string str(int64_t v) { return std::to_string(v); }
 
 }  // namespace
 
-ModelConfig model_from_json(const json& j, const std::string& where) {
-  std::set<std::string> known = {"architectures", "quantization_config", "rope_scaling", "compress_ratios"};
-#define X(f) known.insert(#f);
-  DSV4_MODEL_SCALAR_FIELDS(X)
-#undef X
-  reject_unknown(j, known, where);
-  ModelConfig m;
-#define X(f) read(j, #f, m.f, where);
-  DSV4_MODEL_SCALAR_FIELDS(X)
-#undef X
-  read(j, "architectures", m.architectures, where);
-  read(j, "compress_ratios", m.compress_ratios, where);
-
-  const std::string qw = where + ".quantization_config";
-  if (!j.contains("quantization_config")) throw Error(where + ": missing key \"quantization_config\"");
-  const json& q = j.at("quantization_config");
-  reject_unknown(q, {"activation_scheme", "fmt", "quant_method", "scale_fmt", "weight_block_size"}, qw);
-  read(q, "activation_scheme", m.quantization_config.activation_scheme, qw);
-  read(q, "fmt", m.quantization_config.fmt, qw);
-  read(q, "quant_method", m.quantization_config.quant_method, qw);
-  read(q, "scale_fmt", m.quantization_config.scale_fmt, qw);
-  read(q, "weight_block_size", m.quantization_config.weight_block_size, qw);
-
-  const std::string rw = where + ".rope_scaling";
-  if (!j.contains("rope_scaling")) throw Error(where + ": missing key \"rope_scaling\"");
-  const json& r = j.at("rope_scaling");
-  reject_unknown(r, {"type", "factor", "original_max_position_embeddings", "beta_fast", "beta_slow"}, rw);
-  read(r, "type", m.rope_scaling.type, rw);
-  read(r, "factor", m.rope_scaling.factor, rw);
-  read(r, "original_max_position_embeddings", m.rope_scaling.original_max_position_embeddings, rw);
-  read(r, "beta_fast", m.rope_scaling.beta_fast, rw);
-  read(r, "beta_slow", m.rope_scaling.beta_slow, rw);
-  return m;
-}
-
-json model_to_json(const ModelConfig& m) {
-  // Key order of the official file: alphabetical, then the two compress keys appended.
-  json j;
-  j["architectures"] = m.architectures;
-  j["attention_bias"] = m.attention_bias;
-  j["attention_dropout"] = m.attention_dropout;
-  j["bos_token_id"] = m.bos_token_id;
-  j["eos_token_id"] = m.eos_token_id;
-  j["expert_dtype"] = m.expert_dtype;
-  j["hc_eps"] = m.hc_eps;
-  j["hc_mult"] = m.hc_mult;
-  j["hc_sinkhorn_iters"] = m.hc_sinkhorn_iters;
-  j["head_dim"] = m.head_dim;
-  j["hidden_act"] = m.hidden_act;
-  j["hidden_size"] = m.hidden_size;
-  j["index_head_dim"] = m.index_head_dim;
-  j["index_n_heads"] = m.index_n_heads;
-  j["index_topk"] = m.index_topk;
-  j["initializer_range"] = m.initializer_range;
-  j["max_position_embeddings"] = m.max_position_embeddings;
-  j["model_type"] = m.model_type;
-  j["moe_intermediate_size"] = m.moe_intermediate_size;
-  j["n_routed_experts"] = m.n_routed_experts;
-  j["n_shared_experts"] = m.n_shared_experts;
-  j["norm_topk_prob"] = m.norm_topk_prob;
-  j["num_attention_heads"] = m.num_attention_heads;
-  j["num_experts_per_tok"] = m.num_experts_per_tok;
-  j["num_hidden_layers"] = m.num_hidden_layers;
-  j["num_hash_layers"] = m.num_hash_layers;
-  j["num_key_value_heads"] = m.num_key_value_heads;
-  j["num_nextn_predict_layers"] = m.num_nextn_predict_layers;
-  j["o_groups"] = m.o_groups;
-  j["o_lora_rank"] = m.o_lora_rank;
-  j["q_lora_rank"] = m.q_lora_rank;
-  j["qk_rope_head_dim"] = m.qk_rope_head_dim;
-  j["quantization_config"] = json{{"activation_scheme", m.quantization_config.activation_scheme},
-                                  {"fmt", m.quantization_config.fmt},
-                                  {"quant_method", m.quantization_config.quant_method},
-                                  {"scale_fmt", m.quantization_config.scale_fmt},
-                                  {"weight_block_size", m.quantization_config.weight_block_size}};
-  j["rms_norm_eps"] = m.rms_norm_eps;
-  j["rope_scaling"] = json{{"beta_fast", m.rope_scaling.beta_fast},
-                           {"beta_slow", m.rope_scaling.beta_slow},
-                           {"factor", m.rope_scaling.factor},
-                           {"original_max_position_embeddings", m.rope_scaling.original_max_position_embeddings},
-                           {"type", m.rope_scaling.type}};
-  j["rope_theta"] = m.rope_theta;
-  j["routed_scaling_factor"] = m.routed_scaling_factor;
-  j["scoring_func"] = m.scoring_func;
-  j["sliding_window"] = m.sliding_window;
-  j["swiglu_limit"] = m.swiglu_limit;
-  j["tie_word_embeddings"] = m.tie_word_embeddings;
-  j["topk_method"] = m.topk_method;
-  j["torch_dtype"] = m.torch_dtype;
-  j["transformers_version"] = m.transformers_version;
-  j["use_cache"] = m.use_cache;
-  j["vocab_size"] = m.vocab_size;
-  j["compress_rope_theta"] = m.compress_rope_theta;
-  j["compress_ratios"] = m.compress_ratios;
-  return j;
-}
-
 DeployConfig deploy_from_json(const json& j, const std::string& where) {
   std::set<std::string> known;
 #define X(f) known.insert(#f);
@@ -197,7 +88,7 @@ ShapeConfig parse_shape_config(const std::string& text, const std::string& name,
   if (!j.contains("deploy")) throw Error(where + ": missing key \"deploy\"");
   ShapeConfig c;
   c.name = name;
-  c.model = model_from_json(j.at("model"), where + ": model");
+  c.model = model_config_from_json(nlohmann::json::parse(j.at("model").dump()), where + ": model");
   c.deploy = deploy_from_json(j.at("deploy"), where + ": deploy");
   validate_shape_config(c, where);
   return c;
@@ -216,7 +107,7 @@ ShapeConfig load_shape_config(const std::string& path) {
 
 std::string shape_config_to_text(const ShapeConfig& c) {
   json j;
-  j["model"] = model_to_json(c.model);
+  j["model"] = model_config_to_json(c.model);
   j["deploy"] = deploy_to_json(c.deploy);
   return j.dump(2) + "\n";
 }

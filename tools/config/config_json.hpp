@@ -7,11 +7,7 @@
 
 namespace dsv4 {
 
-// HF config.json object <-> ModelConfig. Parsing rejects unknown and missing keys; `where` prefixes
-// every message (e.g. "config/flash.json: model").
-ModelConfig model_from_json(const nlohmann::ordered_json& j, const std::string& where);
-nlohmann::ordered_json model_to_json(const ModelConfig& m);
-
+// The model part is the HF config.json (tools/config/hf_config.hpp); this file adds the deploy block.
 DeployConfig deploy_from_json(const nlohmann::ordered_json& j, const std::string& where);
 nlohmann::ordered_json deploy_to_json(const DeployConfig& d);
 

@@ -7,6 +7,7 @@
 
 #include "plan/error.hpp"
 #include "tools/config/config_json.hpp"
+#include "tools/config/hf_config.hpp"
 #include "tools/plangen/emit.hpp"
 #include "tools/plangen/program.hpp"
 
@@ -30,18 +31,8 @@ int main(int argc, char** argv) {
 
   try {
     if (!from_hf.empty()) {
-      std::ifstream f(from_hf);
-      if (!f) throw dsv4::Error(from_hf + ": cannot open HF config.json");
-      std::stringstream ss;
-      ss << f.rdbuf();
-      nlohmann::ordered_json j;
-      try {
-        j = nlohmann::ordered_json::parse(ss.str());
-      } catch (const std::exception& e) {
-        throw dsv4::Error(from_hf + ": invalid JSON: " + e.what());
-      }
       dsv4::ShapeConfig c;
-      c.model = dsv4::model_from_json(j, from_hf);
+      c.model = dsv4::load_hf_config(from_hf);
       for (auto* v : {&dep.attn_dp, &dep.moe_ep, &dep.lmhead_tp})
         if (app.count(v == &dep.attn_dp ? "--attn-dp" : v == &dep.moe_ep ? "--moe-ep" : "--lmhead-tp") == 0) *v = dep.ranks;
       c.deploy = dep;

@@ -1,4 +1,4 @@
-#include "tools/checkpoint/hf_config.hpp"
+#include "tools/config/hf_config.hpp"
 
 #include <cmath>
 #include <fstream>
