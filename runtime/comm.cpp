@@ -1,6 +1,9 @@
 #include "runtime/comm.hpp"
 
 #include <mpi.h>
+#include <omp.h>
+
+#include <algorithm>
 
 #include <cstdio>
 #include <limits>
@@ -30,6 +33,16 @@ Comm::Comm(int* argc, char*** argv) {
   MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_ARE_FATAL);
   MPI_Comm_rank(MPI_COMM_WORLD, &rank_);
   MPI_Comm_size(MPI_COMM_WORLD, &size_);
+  MPI_Comm local;
+  MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, rank_, MPI_INFO_NULL, &local);
+  MPI_Comm_size(local, &local_size_);
+  MPI_Comm_free(&local);
+}
+
+int Comm::configure_threads(int requested) const {
+  const int n = requested > 0 ? requested : std::max(1, omp_get_num_procs() / local_size_);
+  omp_set_num_threads(n);
+  return n;
 }
 
 Comm::~Comm() { MPI_Finalize(); }

@@ -14,6 +14,11 @@ class Comm {
   Comm(const Comm&) = delete;
 
   int rank() const { return rank_; }
+  int local_size() const { return local_size_; }  // ranks sharing this node
+
+  // Kernel threads of this rank: `requested` if > 0, else the node's cores shared evenly among its
+  // ranks (at least 1), so 16 ranks on 2 cores do not oversubscribe with OpenMP threads.
+  int configure_threads(int requested) const;
   int size() const { return size_; }
 
   // All-to-all-v of bytes; counts and displacements in bytes, per peer.
@@ -28,7 +33,7 @@ class Comm {
   [[noreturn]] void abort(const std::string& msg) const;
 
  private:
-  int rank_ = 0, size_ = 1;
+  int rank_ = 0, size_ = 1, local_size_ = 1;
 };
 
 }  // namespace dsv4

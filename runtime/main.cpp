@@ -83,6 +83,8 @@ int main(int argc, char** argv) {
   eval->add_flag("--inject-ops", ev.inject_ops, "inject every dumped op output (op-level checks), not only layer inputs");
   eval->add_flag("--checksums", ev.verify_checksums, "verify weight checksums at start-up");
   eval->add_option("--report-json", ev.report_json, "timing report (TTFT, tokens/s, memory) as JSON");
+  int threads = 0;
+  eval->add_option("--threads", threads, "kernel threads per rank (default: cores / ranks on the node)");
 
   CLI11_PARSE(app, argc, argv);
   if (eval->parsed()) {
@@ -90,6 +92,7 @@ int main(int argc, char** argv) {
     if (comm.size() != dsv4::gen::kRanks)
       comm.abort("the plan is built for " + std::to_string(dsv4::gen::kRanks) + " ranks (config " +
                  dsv4::gen::kConfigName + "), the job has " + std::to_string(comm.size()));
+    comm.configure_threads(threads);
     try {
       return dsv4::run_eval(comm, ev);
     } catch (const std::exception& e) {

@@ -5,6 +5,7 @@
 #include <cinttypes>
 #include <cstdarg>
 #include <cstdio>
+#include <unistd.h>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -333,7 +334,7 @@ void write_if_changed(const std::filesystem::path& path, const std::string& cont
       if (ss.str() == content) return;
     }
   }
-  const auto tmp = path.string() + ".tmp";
+  const auto tmp = path.string() + ".tmp" + std::to_string(::getpid());  // two builds may generate one config
   {
     std::ofstream out(tmp, std::ios::binary);
     out << content;
