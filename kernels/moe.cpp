@@ -73,7 +73,9 @@ void moe_combine(std::span<bf16> y, std::span<const bf16> expert_out, std::span<
     int order[64];
     for (int i = 0; i < k; ++i) order[i] = i;
     const int32_t* ix = indices.data() + r * k;
-    std::stable_sort(order, order + k, [&](int a, int b) { return ix[a] < ix[b]; });
+    // Stable insertion sort by expert id (std::stable_sort would allocate a buffer).
+    for (int i = 1; i < k; ++i)
+      for (int j = i; j > 0 && ix[order[j - 1]] > ix[order[j]]; --j) std::swap(order[j - 1], order[j]);
     for (int c = 0; c < dim; ++c) {
       float acc = 0.0f;
       for (int i = 0; i < k; ++i) acc += bf16_to_f32(expert_out[(r * k + order[i]) * dim + c]);  // experts ascending

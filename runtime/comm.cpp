@@ -14,15 +14,13 @@
 namespace dsv4 {
 namespace {
 
-// MPI counts are int: large transfers go as MPI_BYTE in units of this many bytes when possible.
-std::vector<int> to_int(std::span<const int64_t> v, const char* what) {
-  std::vector<int> r(v.size());
+// MPI counts are int: checked narrowing into the communicator's preallocated scratch.
+void to_int(std::span<const int64_t> v, std::vector<int>& out, const char* what) {
   for (size_t i = 0; i < v.size(); ++i) {
     if (v[i] < 0 || v[i] > std::numeric_limits<int>::max())
       throw Error(std::string("MPI ") + what + " " + std::to_string(v[i]) + " does not fit an int");
-    r[i] = int(v[i]);
+    out[i] = int(v[i]);
   }
-  return r;
 }
 
 }  // namespace
@@ -37,6 +35,7 @@ Comm::Comm(int* argc, char*** argv) {
   MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, rank_, MPI_INFO_NULL, &local);
   MPI_Comm_size(local, &local_size_);
   MPI_Comm_free(&local);
+  for (auto* v : {&counts_.send, &counts_.sdispl, &counts_.recv, &counts_.rdispl}) v->resize(size_t(size_));
 }
 
 int Comm::configure_threads(int requested) const {
@@ -49,8 +48,9 @@ Comm::~Comm() { MPI_Finalize(); }
 
 void Comm::alltoallv(const void* send, std::span<const int64_t> sc, std::span<const int64_t> sd, void* recv,
                      std::span<const int64_t> rc, std::span<const int64_t> rd) const {
-  const auto a = to_int(sc, "send count"), b = to_int(sd, "send displacement"), c = to_int(rc, "recv count"),
-             d = to_int(rd, "recv displacement");
+  auto& [a, b, c, d] = counts_;
+  to_int(sc, a, "send count"), to_int(sd, b, "send displacement"), to_int(rc, c, "recv count"),
+      to_int(rd, d, "recv displacement");
   MPI_Alltoallv(send, a.data(), b.data(), MPI_BYTE, recv, c.data(), d.data(), MPI_BYTE, MPI_COMM_WORLD);
 }
 
@@ -61,6 +61,11 @@ void Comm::alltoall_i64(std::span<const int64_t> send, std::span<int64_t> recv) 
 void Comm::allgather(const void* send, int64_t bytes, void* recv) const {
   if (bytes > std::numeric_limits<int>::max()) throw Error("MPI allgather block too large");
   MPI_Allgather(send, int(bytes), MPI_BYTE, recv, int(bytes), MPI_BYTE, MPI_COMM_WORLD);
+}
+
+void Comm::broadcast(void* data, int64_t bytes, int root) const {
+  if (bytes > std::numeric_limits<int>::max()) throw Error("MPI broadcast too large");
+  MPI_Bcast(data, int(bytes), MPI_BYTE, root, MPI_COMM_WORLD);
 }
 
 void Comm::barrier() const { MPI_Barrier(MPI_COMM_WORLD); }

@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <span>
 #include <string>
+#include <vector>
 
 namespace dsv4 {
 
@@ -26,6 +27,7 @@ class Comm {
                  void* recv, std::span<const int64_t> recv_counts, std::span<const int64_t> recv_displs) const;
   void alltoall_i64(std::span<const int64_t> send, std::span<int64_t> recv) const;  // one value per peer
   void allgather(const void* send, int64_t bytes, void* recv) const;                // equal blocks
+  void broadcast(void* data, int64_t bytes, int root) const;                         // root's bytes to all
   void barrier() const;
   double wtime() const;
 
@@ -34,6 +36,10 @@ class Comm {
 
  private:
   int rank_ = 0, size_ = 1, local_size_ = 1;
+  struct Counts {
+    std::vector<int> send, sdispl, recv, rdispl;  // MPI's int counts, one per peer (sized once)
+  };
+  mutable Counts counts_;
 };
 
 }  // namespace dsv4

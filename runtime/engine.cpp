@@ -34,6 +34,8 @@ Engine::Engine(const Comm& comm, const std::string& weights_dir, bool verify)
                                          arena_.span<int32_t>(gen::kBuf_meta_block_table_r128),
                                          gen::kBlockTableWidthR128, std::move(states));
   exec_ = std::make_unique<Executor>(comm, arena_, weights_);
+  last_.cu_q_lens.reserve(size_t(gen::kMaxRequestsPerRank + 1));
+  last_.logits_slot.reserve(size_t(gen::kMaxRequestsPerRank));
 }
 
 const StepMeta& Engine::step(std::span<const StepWork> work, const Executor::OpHook& after_op) {
@@ -43,7 +45,7 @@ const StepMeta& Engine::step(std::span<const StepWork> work, const Executor::OpH
                   " but the cache holds " + std::to_string(kv_->length(w.slot)) + " tokens");
     kv_->reserve(w.slot, w.start_pos + int64_t(w.tokens.size()));
   }
-  last_ = build_step_metadata(shape_, work, views_);
+  build_step_metadata(shape_, work, views_, last_);
   exec_->run_step(last_, after_op);
   for (const auto& w : work) kv_->advance(w.slot, int64_t(w.tokens.size()));
   return last_;

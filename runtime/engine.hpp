@@ -18,6 +18,7 @@ namespace dsv4 {
 class Engine {
  public:
   Engine(const Comm& comm, const std::string& weights_dir, bool verify_checksums = false);
+  // (The constructor reserves every per-step container, so step() allocates nothing.)
 
   int32_t start_request() { return kv_->start(); }
   void finish_request(int32_t slot) { kv_->finish(slot); }
@@ -42,7 +43,7 @@ class Engine {
   MetaViews views_;
   std::unique_ptr<KvCacheManager> kv_;
   std::unique_ptr<Executor> exec_;
-  StepMeta last_;
+  StepMeta last_;  // reused every step
 };
 
 }  // namespace dsv4

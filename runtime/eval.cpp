@@ -2,7 +2,11 @@
 
 #include <sys/resource.h>
 
+#include <algorithm>
 #include <cstdio>
+#include <cstring>
+#include <deque>
+#include <memory>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -120,85 +124,292 @@ int64_t peak_rss_bytes() {
   return int64_t(u.ru_maxrss) * 1024;
 }
 
+
+struct Request {
+  std::vector<int32_t> prompt, forced;
+  int64_t steps = 0;  // decode steps
+  int owner = 0;
+};
+
+// One request's share of one step in the schedule.
+struct Item {
+  int req;
+  int64_t start, len;
+  bool prefill, logits;
+  bool first, last;  // the request's first / last item: take / free its cache slot
+};
+using Schedule = std::vector<std::vector<Item>>;  // [step][item]
+
+// One rank's steps: requests in order, at most `max_req` active; each step first takes one decode
+// token of every decoding request, then fills the slab with prefill chunks of at most `chunk` tokens.
+Schedule schedule_rank(const std::vector<Request>& reqs, int rank, int64_t max_tokens, int64_t max_req, int64_t chunk) {
+  struct Active {
+    int req;
+    int64_t prefilled = 0, decoded = 0;
+    bool started = false;
+  };
+  std::deque<int> queue;
+  for (int i = 0; i < int(reqs.size()); ++i)
+    if (reqs[size_t(i)].owner == rank) queue.push_back(i);
+  std::vector<Active> active;
+  Schedule out;
+  while (!queue.empty() || !active.empty()) {
+    while (int64_t(active.size()) < max_req && !queue.empty()) active.push_back({queue.front()}), queue.pop_front();
+    std::vector<Item> step;
+    int64_t budget = max_tokens;
+    for (auto& a : active) {
+      const Request& r = reqs[size_t(a.req)];
+      if (a.prefilled == int64_t(r.prompt.size()) && a.decoded < r.steps) {
+        step.push_back({a.req, a.prefilled + a.decoded, 1, false, true, false, false});
+        --budget;
+      }
+    }
+    for (auto& a : active) {
+      const int64_t L = int64_t(reqs[size_t(a.req)].prompt.size());
+      if (a.prefilled == L || budget == 0) continue;
+      const int64_t len = std::min({chunk, L - a.prefilled, budget});
+      step.push_back({a.req, a.prefilled, len, true, a.prefilled + len == L, false, false});
+      budget -= len;
+    }
+    for (auto& it : step) {
+      auto a = std::find_if(active.begin(), active.end(), [&](const Active& x) { return x.req == it.req; });
+      it.first = !a->started;
+      a->started = true;
+      (it.prefill ? a->prefilled : a->decoded) += it.len;
+      const Request& r = reqs[size_t(it.req)];
+      it.last = a->prefilled == int64_t(r.prompt.size()) && a->decoded == r.steps;
+    }
+    std::erase_if(active, [&](const Active& a) {
+      return a.prefilled == int64_t(reqs[size_t(a.req)].prompt.size()) && a.decoded == reqs[size_t(a.req)].steps;
+    });
+    DSV4_ASSERT(!step.empty(), "scheduler made no progress");
+    out.push_back(std::move(step));
+  }
+  return out;
+}
+
+std::string step_file(const std::string& dir, int64_t step, int rank, const char* suffix) {
+  char b[64];
+  std::snprintf(b, sizeof b, "/step-%05lld-rank-%05d%s", (long long)step, rank, suffix);
+  return dir + b;
+}
+
 }  // namespace
 
+std::vector<int> assign_requests(const std::vector<int64_t>& costs, int ranks, const std::string& mode) {
+  std::vector<int> owner(costs.size(), 0);
+  if (mode == "rr") {
+    for (size_t i = 0; i < costs.size(); ++i) owner[i] = int(i % size_t(ranks));
+  } else if (mode == "tokens") {  // largest first onto the least loaded rank (ties: lowest rank, earliest request)
+    std::vector<size_t> order(costs.size());
+    for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+    std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return costs[a] > costs[b]; });
+    std::vector<int64_t> load(size_t(ranks), 0);
+    for (size_t i : order) {
+      const int r = int(std::min_element(load.begin(), load.end()) - load.begin());
+      owner[i] = r;
+      load[size_t(r)] += costs[i];
+    }
+  } else {
+    throw Error("--assign: expected rr or tokens, got " + mode);
+  }
+  return owner;
+}
+
 int run_eval(const Comm& comm, const EvalOptions& opt) {
-  const bool owner = comm.rank() == 0;  // attention DP: the request lives on rank 0, the others run empty steps
-  const std::vector<int32_t> prompt = read_ids(opt.input_ids, "input ids");
-  const std::vector<int32_t> forced = opt.forced_tokens.empty() ? std::vector<int32_t>{} : read_ids(opt.forced_tokens, "forced tokens");
-  if (prompt.empty()) throw Error(opt.input_ids + ": empty prompt");
-  const int64_t steps = opt.forced_tokens.empty() ? opt.decode_steps : int64_t(forced.size()) - 1;
-  if (steps < 0) throw Error(opt.forced_tokens + ": needs at least one token");
+  const int me = comm.rank();
+  if (opt.requests.empty()) throw Error("eval needs at least one request (--input-ids)");
+  const bool single = opt.requests.size() == 1;
+  const bool tracing = !opt.trace_out.empty() || !opt.inject_from.empty();
+  if (tracing && !single) throw Error("--trace-out / --inject-from work with one request only");
   const int64_t chunk = opt.chunk > 0 ? std::min(opt.chunk, gen::kMaxTokensPerStep) : gen::kMaxTokensPerStep;
-  if ((!opt.trace_out.empty() || !opt.inject_from.empty()) && int64_t(prompt.size()) > chunk)
-    throw Error("--trace-out / --inject-from need the prompt (" + std::to_string(prompt.size()) +
+
+  // Every rank reads every request (they are small): the schedule of every rank follows from the lengths.
+  std::vector<Request> reqs(opt.requests.size());
+  std::vector<int64_t> costs;
+  for (size_t i = 0; i < reqs.size(); ++i) {
+    const EvalRequest& q = opt.requests[i];
+    Request& r = reqs[i];
+    const std::string who = "request " + std::to_string(i) + " (" + q.input_ids + ")";
+    r.prompt = read_ids(q.input_ids, "input ids");
+    if (r.prompt.empty()) throw Error(q.input_ids + ": empty prompt");
+    if (!q.forced_tokens.empty()) {
+      r.forced = read_ids(q.forced_tokens, "forced tokens");
+      if (r.forced.empty()) throw Error(q.forced_tokens + ": needs at least one token");
+    }
+    r.steps = q.forced_tokens.empty() ? opt.decode_steps : int64_t(r.forced.size()) - 1;
+    if (r.steps < 0) throw Error("--decode-steps must be >= 0");
+    if (int64_t(r.prompt.size()) + r.steps > gen::kMaxContext)
+      throw Error(who + ": " + std::to_string(r.prompt.size()) + " prompt + " + std::to_string(r.steps) +
+                  " decode tokens exceed max_context " + std::to_string(gen::kMaxContext) + " (deploy.max_context)");
+    costs.push_back(int64_t(r.prompt.size()) + r.steps);
+  }
+  if (tracing && int64_t(reqs[0].prompt.size()) > chunk)
+    throw Error("--trace-out / --inject-from need the prompt (" + std::to_string(reqs[0].prompt.size()) +
                 " tokens) in one prefill step; the slab holds " + std::to_string(chunk));
+  // Attention DP over all ranks, or the one-logical-shard debug mode (attn_dp = 1: every request on rank 0).
+  const int dp = gen::kAttnDp > 1 ? comm.size() : 1;
+  const std::vector<int> owner = assign_requests(costs, dp, opt.assign);
+  for (size_t i = 0; i < reqs.size(); ++i) reqs[i].owner = owner[i];
+
+  std::vector<Schedule> sched(size_t(comm.size()));
+  int64_t n_steps = 0;
+  for (int r = 0; r < comm.size(); ++r) {
+    sched[size_t(r)] = schedule_rank(reqs, r, gen::kMaxTokensPerStep, gen::kMaxRequestsPerRank, chunk);
+    n_steps = std::max<int64_t>(n_steps, int64_t(sched[size_t(r)].size()));
+  }
+  // A decode step: no rank prefills in it (these give the per-step collective share).
+  std::vector<bool> decode_step(size_t(n_steps), true);
+  for (const auto& s : sched)
+    for (size_t k = 0; k < s.size(); ++k)
+      for (const Item& it : s[k])
+        if (it.prefill) decode_step[k] = false;
+  if (!opt.step_logits_out.empty()) {
+    std::error_code ec;
+    fs::create_directories(opt.step_logits_out, ec);
+  }
 
   Engine engine(comm, opt.weights, opt.verify_checksums);
-  const int32_t slot = owner ? engine.start_request() : -1;
-  std::vector<float> logits;  // [1 + steps, vocab] on the owner
-  std::vector<int32_t> tokens;
-  auto keep_row = [&]() {
-    const auto row = engine.logits(0);
-    logits.insert(logits.end(), row.begin(), row.end());
-    tokens.push_back(engine.greedy_token(0));
-  };
+  const Schedule& mine = sched[size_t(me)];
+  std::vector<int32_t> slot(reqs.size(), -1);
+  std::vector<std::vector<float>> logits(reqs.size());  // [1 + steps, vocab] on the owner
+  std::vector<std::vector<int32_t>> tokens(reqs.size());
+  std::vector<double> t_prefilled(reqs.size(), 0), t_done(reqs.size(), 0);
+  double comm_s = 0, dec_step_s = 0, dec_comm_s = 0, n_dec = 0;
 
   const double t0 = comm.wtime();
-  double comm_s = 0;
-  // Prefill, in chunks of at most `chunk` tokens; only the last chunk asks for logits.
-  for (int64_t s = 0; s < int64_t(prompt.size()); s += chunk) {
-    const int64_t len = std::min<int64_t>(chunk, int64_t(prompt.size()) - s);
-    const bool last = s + len == int64_t(prompt.size());
+  for (int64_t k = 0; k < n_steps; ++k) {
+    static const std::vector<Item> kIdle;
+    const std::vector<Item>& items = k < int64_t(mine.size()) ? mine[size_t(k)] : kIdle;
     std::vector<StepWork> work;
-    if (owner) work.push_back({slot, s, std::span(prompt).subspan(size_t(s), size_t(len)), last});
-    StepHook hook(engine.arena(), opt, "prefill", owner ? len : 0, s + len - 1);
-    engine.step(work, owner && hook.active() ? Executor::OpHook(std::ref(hook)) : Executor::OpHook{});
-    comm_s += engine.executor().last_comm_seconds();
-    if (owner && last) keep_row();
-  }
-  const double ttft = comm.wtime() - t0;
-
-  const double t1 = comm.wtime();
-  for (int64_t i = 1; i <= steps; ++i) {
-    const int32_t tok = forced.empty() ? tokens.back() : forced[size_t(i - 1)];
-    const int64_t pos = int64_t(prompt.size()) + i - 1;
-    std::vector<StepWork> work;
-    const std::vector<int32_t> one = {tok};
-    if (owner) work.push_back({slot, pos, one, true});
-    StepHook hook(engine.arena(), opt, "decode" + std::to_string(i - 1), owner ? 1 : 0, pos);
-    engine.step(work, owner && hook.active() ? Executor::OpHook(std::ref(hook)) : Executor::OpHook{});
-    comm_s += engine.executor().last_comm_seconds();
-    if (owner) keep_row();
-  }
-  const double decode_s = comm.wtime() - t1;
-
-  if (owner) {
-    npy::write(opt.logits_out, logits.data(), {1 + steps, gen::kVocabSize});
-    std::string tok_path = opt.tokens_out;
-    if (tok_path.empty() && forced.empty()) {
-      tok_path = opt.logits_out;
-      if (ends_with(tok_path, ".npy")) tok_path.resize(tok_path.size() - 4);
-      tok_path += ".tokens.npy";
+    std::vector<int32_t> decode_tok(items.size());
+    for (size_t j = 0; j < items.size(); ++j) {
+      const Item& it = items[j];
+      Request& r = reqs[size_t(it.req)];
+      if (it.first) slot[size_t(it.req)] = engine.start_request();
+      if (it.prefill) {
+        work.push_back({slot[size_t(it.req)], it.start, std::span(r.prompt).subspan(size_t(it.start), size_t(it.len)), it.logits});
+      } else {
+        const int64_t i = it.start - int64_t(r.prompt.size()) + 1;  // decode step, 1-based
+        decode_tok[j] = r.forced.empty() ? tokens[size_t(it.req)].back() : r.forced[size_t(i - 1)];
+        work.push_back({slot[size_t(it.req)], it.start, std::span(&decode_tok[j], 1), true});
+      }
     }
-    if (!tok_path.empty()) npy::write(tok_path, tokens.data(), {int64_t(tokens.size())});
-    nlohmann::ordered_json r;
-    r["config"] = gen::kConfigName;
-    r["ranks"] = comm.size();
-    r["prompt_tokens"] = prompt.size();
-    r["decode_steps"] = steps;
+    Executor::OpHook hook_fn;
+    std::unique_ptr<StepHook> hook;
+    if (tracing && !items.empty()) {  // one request: its rows are the slab rows [0, n)
+      const Item& it = items[0];
+      const std::string name = it.prefill ? "prefill" : "decode" + std::to_string(it.start - int64_t(reqs[0].prompt.size()));
+      hook = std::make_unique<StepHook>(engine.arena(), opt, name, it.len, it.start + it.len - 1);
+      if (hook->active()) hook_fn = std::ref(*hook);
+    }
+    engine.step(work, hook_fn);
+    const double now = comm.wtime();
+    const double cs = engine.executor().last_comm_seconds();
+    comm_s += cs;
+    if (decode_step[size_t(k)]) dec_step_s += engine.executor().last_step_seconds(), dec_comm_s += cs, n_dec += 1;
+
+    std::vector<int32_t> row_req;
+    std::vector<float> rows;
+    int64_t j = 0;
+    for (const Item& it : items) {
+      if (!it.logits) continue;
+      const auto row = engine.logits(j);
+      auto& l = logits[size_t(it.req)];
+      l.insert(l.end(), row.begin(), row.end());
+      tokens[size_t(it.req)].push_back(engine.greedy_token(j));
+      if (!opt.step_logits_out.empty()) rows.insert(rows.end(), row.begin(), row.end()), row_req.push_back(it.req);
+      ++j;
+    }
+    if (!row_req.empty()) {
+      npy::write(step_file(opt.step_logits_out, k, me, ".npy"), rows.data(), {int64_t(row_req.size()), gen::kVocabSize});
+      npy::write(step_file(opt.step_logits_out, k, me, ".requests.npy"), row_req.data(), {int64_t(row_req.size())});
+    }
+    // Every rank knows every schedule: request timings are taken on all ranks (steps are lockstep).
+    for (const auto& s : sched)
+      if (k < int64_t(s.size()))
+        for (const Item& it : s[size_t(k)]) {
+          if (it.prefill && it.logits) t_prefilled[size_t(it.req)] = now - t0;
+          if (it.last) t_done[size_t(it.req)] = now - t0;
+        }
+    for (const Item& it : items) {
+      if (!it.last) continue;
+      const Request& r = reqs[size_t(it.req)];
+      const EvalRequest& q = opt.requests[size_t(it.req)];
+      engine.finish_request(slot[size_t(it.req)]);
+      npy::write(q.logits_out, logits[size_t(it.req)].data(), {1 + r.steps, gen::kVocabSize});
+      std::string tok_path = q.tokens_out;
+      if (tok_path.empty() && r.forced.empty()) {
+        tok_path = q.logits_out;
+        if (ends_with(tok_path, ".npy")) tok_path.resize(tok_path.size() - 4);
+        tok_path += ".tokens.npy";
+      }
+      const auto& t = tokens[size_t(it.req)];
+      if (!tok_path.empty()) npy::write(tok_path, t.data(), {int64_t(t.size())});
+      logits[size_t(it.req)] = {};
+    }
+  }
+  const double wall = comm.wtime() - t0;
+
+  // Decode-step collective share of every rank, gathered to rank 0.
+  const double mine_stats[3] = {dec_step_s, dec_comm_s, n_dec};
+  std::vector<double> all(size_t(3 * comm.size()));
+  comm.allgather(mine_stats, sizeof mine_stats, all.data());
+  if (me != 0) return 0;
+
+  nlohmann::ordered_json r;
+  r["config"] = gen::kConfigName;
+  r["ranks"] = comm.size();
+  r["requests"] = reqs.size();
+  r["steps"] = n_steps;
+  r["wall_s"] = wall;
+  if (single) {
+    const Request& q = reqs[0];
+    const double ttft = t_prefilled[0], decode_s = t_done[0] - t_prefilled[0];
+    r["prompt_tokens"] = q.prompt.size();
+    r["decode_steps"] = q.steps;
     r["ttft_s"] = ttft;
-    r["prefill_tokens_per_s"] = double(prompt.size()) / std::max(ttft, 1e-9);
-    r["decode_tokens_per_s"] = steps ? double(steps) / std::max(decode_s, 1e-9) : 0.0;
-    r["collective_s"] = comm_s;
-    r["arena_bytes"] = gen::kArenaBytes;
-    r["peak_rss_bytes"] = peak_rss_bytes();
+    r["prefill_tokens_per_s"] = double(q.prompt.size()) / std::max(ttft, 1e-9);
+    r["decode_tokens_per_s"] = q.steps ? double(q.steps) / std::max(decode_s, 1e-9) : 0.0;
+  } else {
+    auto& list = r["per_request"] = nlohmann::ordered_json::array();
+    for (size_t i = 0; i < reqs.size(); ++i)
+      list.push_back({{"owner", reqs[i].owner}, {"prompt_tokens", reqs[i].prompt.size()}, {"decode_steps", reqs[i].steps},
+                      {"ttft_s", t_prefilled[i]}, {"done_s", t_done[i]}});
+  }
+  r["collective_s"] = comm_s;
+  // Per rank: seconds in decode steps (no rank prefilling) and in their collectives.
+  double share_min = 1, share_max = 0, step_sum = 0, comm_sum = 0, n_sum = 0;
+  for (int p = 0; p < comm.size(); ++p) {
+    const double s = all[size_t(3 * p)], c = all[size_t(3 * p + 1)];
+    step_sum += s, comm_sum += c, n_sum += all[size_t(3 * p + 2)];
+    if (s > 0) share_min = std::min(share_min, c / s), share_max = std::max(share_max, c / s);
+  }
+  if (n_dec > 0) {
+    r["decode_step_count"] = n_dec;
+    r["decode_step_ms_mean"] = 1e3 * step_sum / n_sum;
+    r["decode_collective_ms_mean"] = 1e3 * comm_sum / n_sum;
+    r["decode_collective_share_mean"] = comm_sum / std::max(step_sum, 1e-12);
+    r["decode_collective_share_min_rank"] = share_min;
+    r["decode_collective_share_max_rank"] = share_max;
+  }
+  r["arena_bytes"] = gen::kArenaBytes;
+  r["peak_rss_bytes"] = peak_rss_bytes();
+  if (single)
     std::fprintf(stderr, "eval: %zu prompt tokens, %lld decode steps on %d rank(s): TTFT %.3f s, decode %.2f tok/s, "
                  "collectives %.3f s, arena %.1f MiB, peak RSS %.1f MiB\n",
-                 prompt.size(), (long long)steps, comm.size(), ttft, r["decode_tokens_per_s"].get<double>(), comm_s,
-                 gen::kArenaBytes / 1048576.0, peak_rss_bytes() / 1048576.0);
-    if (!opt.report_json.empty()) std::ofstream(opt.report_json) << r.dump(2) << "\n";
-  }
+                 reqs[0].prompt.size(), (long long)reqs[0].steps, comm.size(), r["ttft_s"].get<double>(),
+                 r["decode_tokens_per_s"].get<double>(), comm_s, gen::kArenaBytes / 1048576.0, peak_rss_bytes() / 1048576.0);
+  else
+    std::fprintf(stderr, "eval: %zu requests in %lld steps on %d rank(s): %.3f s, collectives %.3f s (rank 0), arena %.1f MiB, "
+                 "peak RSS %.1f MiB\n",
+                 reqs.size(), (long long)n_steps, comm.size(), wall, comm_s, gen::kArenaBytes / 1048576.0,
+                 peak_rss_bytes() / 1048576.0);
+  if (n_dec > 0)
+    std::fprintf(stderr, "eval: %lld decode steps: %.2f ms/step, collectives %.2f ms/step = %.1f%% (ranks %.1f%%..%.1f%%)\n",
+                 (long long)n_dec, r["decode_step_ms_mean"].get<double>(), r["decode_collective_ms_mean"].get<double>(),
+                 100 * r["decode_collective_share_mean"].get<double>(), 100 * share_min, 100 * share_max);
+  if (!opt.report_json.empty()) std::ofstream(opt.report_json) << r.dump(2) << "\n";
   return 0;
 }
 

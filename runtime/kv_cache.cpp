@@ -16,6 +16,8 @@ KvCacheManager::KvCacheManager(int64_t R, int64_t C, int64_t kv_block, std::span
   // Free lists hand out the lowest block first, so the layout is deterministic.
   for (int64_t b = R * w4 - 1; b >= 0; --b) free4_.push_back(int32_t(b));
   for (int64_t b = R * w128 - 1; b >= 0; --b) free128_.push_back(int32_t(b));
+  for (auto& v : owned4_) v.reserve(size_t(w4));  // no allocation when requests grow
+  for (auto& v : owned128_) v.reserve(size_t(w128));
   std::fill(bt4.begin(), bt4.end(), -1);
   std::fill(bt128.begin(), bt128.end(), -1);
 }

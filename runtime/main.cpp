@@ -7,6 +7,7 @@
 #include "plan/error.hpp"
 #include "runtime/comm.hpp"
 #include "runtime/eval.hpp"
+#include "runtime/generate.hpp"
 #include "runtime/plan_info.hpp"
 #include "runtime/weight_store.hpp"
 #include "tools/checkpoint/check_hf.hpp"
@@ -52,6 +53,10 @@ int main(int argc, char** argv) {
   auto* synth = app.add_subcommand("synth", "write a synthetic checkpoint of the built-in config in the official HF format");
   synth->add_option("--seed", seed, "random seed")->required();
   synth->add_option("-o,--out", out, "output checkpoint folder")->required();
+  uint64_t synth_align = 1;
+  synth->add_option("--align", synth_align,
+                    "tensor data alignment: 1 = the official back-to-back layout (default); N > 1 pads tensors to N bytes, "
+                    "which the official safetensors crate rejects");
 
   auto* convert = app.add_subcommand("convert", "convert an HF checkpoint into this plan's per-rank weight files");
   convert->add_option("--hf", hf, "HF checkpoint folder (safetensors shards + index)")->required();
@@ -69,24 +74,56 @@ int main(int argc, char** argv) {
   check_hf->add_option("--config", config_path, "shape config .json (default: the built-in config)");
 
   dsv4::EvalOptions ev;
-  auto* eval = app.add_subcommand("eval", "teacher-forced prefill + decode of one prompt, logits to .npy (run under mpirun for several ranks)");
+  std::vector<std::string> ev_ids, ev_forced, ev_logits, ev_tokens;
+  auto* eval = app.add_subcommand("eval", "teacher-forced prefill + decode of one or more prompts, logits to .npy (run under mpirun for several ranks)");
   eval->add_option("-w,--weights", ev.weights, "converted weights folder")->required();
-  eval->add_option("--input-ids", ev.input_ids, "prompt token ids (.npy int32/int64 [L])")->required();
-  eval->add_option("--forced-tokens", ev.forced_tokens, "tokens fed at decode steps (.npy [N]: N-1 steps, step i feeds tokens[i-1])");
+  eval->add_option("--input-ids", ev_ids, "prompt token ids (.npy int32/int64 [L]); repeat for several requests")->required();
+  eval->add_option("--forced-tokens", ev_forced, "tokens fed at decode steps (.npy [N]: N-1 steps, step i feeds tokens[i-1]); none or one per request (- for greedy)");
   eval->add_option("--decode-steps", ev.decode_steps, "greedy decode steps without --forced-tokens (default 16)");
-  eval->add_option("--logits-out", ev.logits_out, "float32 logits [1 + steps, vocab] (.npy)")->required();
-  eval->add_option("--tokens-out", ev.tokens_out, "greedy tokens (.npy int32)");
+  eval->add_option("--logits-out", ev_logits, "float32 logits [1 + steps, vocab] (.npy); one per request")->required();
+  eval->add_option("--tokens-out", ev_tokens, "greedy tokens (.npy int32); none or one per request");
   eval->add_option("--chunk", ev.chunk, "prefill chunk length (default: max_tokens_per_step)");
-  eval->add_option("--trace-out", ev.trace_out, "write every op output per step, named as the golden dumps");
-  eval->add_option("--inject-from", ev.inject_from, "golden dump folder: replace each layer's input with its value");
+  eval->add_option("--assign", ev.assign, "requests to DP ranks: rr (request i -> rank i % ranks, default) or tokens (balance tokens)");
+  eval->add_option("--step-logits-out", ev.step_logits_out, "folder: full logits rows of every step, per rank (step-S-rank-R.npy)");
+  eval->add_option("--trace-out", ev.trace_out, "write every op output per step, named as the golden dumps (one request)");
+  eval->add_option("--inject-from", ev.inject_from, "golden dump folder: replace each layer's input with its value (one request)");
   eval->add_option("--prefix", ev.prefix, "step folder prefix for --trace-out / --inject-from (e.g. len7_)");
   eval->add_flag("--inject-ops", ev.inject_ops, "inject every dumped op output (op-level checks), not only layer inputs");
   eval->add_flag("--checksums", ev.verify_checksums, "verify weight checksums at start-up");
-  eval->add_option("--report-json", ev.report_json, "timing report (TTFT, tokens/s, memory) as JSON");
+  eval->add_option("--report-json", ev.report_json, "timing report (TTFT, tokens/s, collective share, memory) as JSON");
   int threads = 0;
   eval->add_option("--threads", threads, "kernel threads per rank (default: cores / ranks on the node)");
 
+  dsv4::GenerateOptions gen_opt;
+  int run_threads = 0;
+  auto* run = app.add_subcommand("run", "generate text for chat prompts (the main job; run under mpirun with the plan's ranks)");
+  run->add_option("-w,--weights", gen_opt.weights, "converted weights folder")->required();
+  run->add_option("--prompt", gen_opt.prompts, "user message (one request each; repeat for several)");
+  run->add_option("--prompts-file", gen_opt.prompts_file, "more user messages, one per line");
+  run->add_option("--max-new-tokens", gen_opt.max_new_tokens, "tokens to generate per request (default 64)");
+  run->add_option("--temperature", gen_opt.temperature, "sampling temperature, 0 = argmax (default 0.6)");
+  run->add_option("--seed", gen_opt.seed, "sampling seed (default 33377335)");
+  run->add_flag("--thinking", gen_opt.thinking, "thinking mode: the prompt ends with <think> instead of </think>");
+  run->add_option("--json-report", gen_opt.json_report, "timing report and per-request outputs as JSON");
+  run->add_option("--tokenizer", gen_opt.tokenizer, "tokenizer.json or its folder (default: <weights>/tokenizer.json, else data/tokenizer)");
+  run->add_flag("--checksums", gen_opt.verify_checksums, "verify weight checksums at start-up");
+  run->add_option("--threads", run_threads, "kernel threads per rank (default: cores / ranks on the node)");
+
   CLI11_PARSE(app, argc, argv);
+  if (run->parsed()) {
+    dsv4::Comm comm(&argc, &argv);
+    if (comm.size() != dsv4::gen::kRanks)
+      comm.abort("the plan is built for " + std::to_string(dsv4::gen::kRanks) + " ranks (config " +
+                 dsv4::gen::kConfigName + "), the job has " + std::to_string(comm.size()));
+    comm.configure_threads(run_threads);
+    try {
+      return dsv4::run_generate(comm, gen_opt);
+    } catch (const std::exception& e) {
+      if (comm.size() > 1) comm.abort(e.what());  // ends every rank, none waits in a collective
+      std::fprintf(stderr, "dsv4: error: %s\n", e.what());
+      return 1;
+    }
+  }
   if (eval->parsed()) {
     dsv4::Comm comm(&argc, &argv);
     if (comm.size() != dsv4::gen::kRanks)
@@ -94,6 +131,18 @@ int main(int argc, char** argv) {
                  dsv4::gen::kConfigName + "), the job has " + std::to_string(comm.size()));
     comm.configure_threads(threads);
     try {
+      const size_t n = ev_ids.size();
+      auto one_per_request = [&](const std::vector<std::string>& v, const char* opt, bool optional) {
+        if (v.size() != n && !(optional && v.empty()))
+          throw dsv4::Error(std::string(opt) + ": " + std::to_string(v.size()) + " given for " + std::to_string(n) +
+                            " --input-ids (expected " + (optional ? "none or " : "") + "one per request)");
+      };
+      one_per_request(ev_forced, "--forced-tokens", true);
+      one_per_request(ev_logits, "--logits-out", false);
+      one_per_request(ev_tokens, "--tokens-out", true);
+      for (size_t i = 0; i < n; ++i)
+        ev.requests.push_back({ev_ids[i], ev_forced.empty() || ev_forced[i] == "-" ? "" : ev_forced[i], ev_logits[i],
+                               ev_tokens.empty() ? "" : ev_tokens[i]});
       return dsv4::run_eval(comm, ev);
     } catch (const std::exception& e) {
       if (comm.size() > 1) comm.abort(e.what());  // ends every rank, none waits in a collective
@@ -109,14 +158,21 @@ int main(int argc, char** argv) {
       const auto t0 = std::chrono::steady_clock::now();
       dsv4::SynthOptions opt;
       opt.tokenizer_dir = DSV4_DATA_DIR "/tokenizer";
+      opt.data_align = synth_align;
       opt.progress = [&](uint64_t d, uint64_t t) { progress_bar("synth", d, t, t0); };
       const auto s = dsv4::write_synthetic_checkpoint(builtin_config().model, seed, out, opt);
-      std::printf("wrote %s: %lld tensors in %lld shards, %.1f MiB\n", out.c_str(), (long long)s.tensors,
-                  (long long)s.shards, s.tensor_bytes / 1048576.0);
+      const double sec = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      std::printf("wrote %s: %lld tensors in %lld shards, %.1f MiB in %.2f s (%.1f MB/s)\n", out.c_str(),
+                  (long long)s.tensors, (long long)s.shards, s.tensor_bytes / 1048576.0, sec,
+                  s.tensor_bytes / 1e6 / std::max(sec, 1e-9));
     } else if (convert->parsed()) {
-      dsv4::convert_checkpoint(hf, out, weights_target());
-      std::printf("wrote %s for plan %016llx (%s, %lld ranks)\n", out.c_str(), (unsigned long long)dsv4::gen::kPlanHash,
-                  dsv4::gen::kConfigName, (long long)dsv4::gen::kRanks);
+      const auto s = dsv4::convert_checkpoint(hf, out, weights_target());
+      std::printf("wrote %s for plan %016llx (%s, %lld ranks): %lld tensors in %lld files, %.1f MiB\n", out.c_str(),
+                  (unsigned long long)dsv4::gen::kPlanHash, dsv4::gen::kConfigName, (long long)dsv4::gen::kRanks,
+                  (long long)s.tensors, (long long)s.files, s.bytes / 1048576.0);
+      std::printf("skipped %lld MTP tensor(s) and %zu unknown tensor(s)\n", (long long)s.mtp_skipped, s.unknown.size());
+      std::printf("conversion: %.2f s, %.1f MB/s, peak RSS %.1f MiB\n", s.seconds, s.mb_per_s,
+                  s.peak_rss_bytes / 1048576.0);
     } else if (check->parsed()) {
       const int64_t r0 = rank < 0 ? 0 : rank, r1 = rank < 0 ? dsv4::gen::kRanks : rank + 1;
       for (int64_t r = r0; r < r1; ++r) {

@@ -7,7 +7,7 @@
 
 namespace dsv4 {
 
-StepMeta build_step_metadata(const MetaShape& sh, std::span<const StepWork> work, const MetaViews& v) {
+void build_step_metadata(const MetaShape& sh, std::span<const StepWork> work, const MetaViews& v, StepMeta& m) {
   const int64_t T = sh.max_tokens, W = sh.window;
   DSV4_ASSERT(int64_t(v.token_ids.size()) == T && int64_t(v.positions.size()) == T &&
                   int64_t(v.token_request.size()) == T && int64_t(v.window_rows.size()) == T * W &&
@@ -16,14 +16,13 @@ StepMeta build_step_metadata(const MetaShape& sh, std::span<const StepWork> work
   if (int64_t(work.size()) > sh.max_requests)
     throw Error("step has " + std::to_string(work.size()) + " requests, this rank holds at most " +
                 std::to_string(sh.max_requests) + " (deploy.max_requests_per_rank)");
-  std::vector<bool> seen(size_t(sh.max_requests), false);
   int64_t total = 0;
   for (const auto& w : work) {
     const std::string who = "request slot " + std::to_string(w.slot);
     if (w.slot < 0 || w.slot >= sh.max_requests)
       throw Error(who + ": slot outside [0, " + std::to_string(sh.max_requests) + ")");
-    if (seen[size_t(w.slot)]) throw Error(who + ": appears twice in one step");
-    seen[size_t(w.slot)] = true;
+    for (const auto& o : work)  // (few requests per rank: a quadratic check allocates nothing)
+      if (&o < &w && o.slot == w.slot) throw Error(who + ": appears twice in one step");
     if (w.tokens.empty()) throw Error(who + ": empty chunk (a prompt needs at least one token)");
     if (w.start_pos < 0) throw Error(who + ": negative start position " + std::to_string(w.start_pos));
     if (w.start_pos + int64_t(w.tokens.size()) > sh.max_context)
@@ -45,7 +44,8 @@ StepMeta build_step_metadata(const MetaShape& sh, std::span<const StepWork> work
   std::fill(v.window_rows.begin(), v.window_rows.end(), -1);
   std::fill(v.logits_rows.begin(), v.logits_rows.end(), -1);
 
-  StepMeta m;
+  m.cu_q_lens.clear();  // capacity is kept: no allocation per step once warmed up
+  m.logits_slot.clear();
   m.cu_q_lens.push_back(0);
   int64_t row = 0;
   for (const auto& w : work) {
@@ -68,6 +68,11 @@ StepMeta build_step_metadata(const MetaShape& sh, std::span<const StepWork> work
     m.cu_q_lens.push_back(row);
   }
   m.n_tokens = row;
+}
+
+StepMeta build_step_metadata(const MetaShape& sh, std::span<const StepWork> work, const MetaViews& v) {
+  StepMeta m;
+  build_step_metadata(sh, work, v, m);
   return m;
 }
 

@@ -49,5 +49,7 @@ struct StepMeta {
 // Validates `work` (clear dsv4::Error on: too many requests, duplicated or out-of-range slot, empty
 // chunk, token id outside the vocabulary, slab overflow, position past max_context) and fills `v`.
 StepMeta build_step_metadata(const MetaShape& shape, std::span<const StepWork> work, const MetaViews& v);
+// The same into an existing StepMeta, reusing its storage (the engine's per-step path).
+void build_step_metadata(const MetaShape& shape, std::span<const StepWork> work, const MetaViews& v, StepMeta& out);
 
 }  // namespace dsv4

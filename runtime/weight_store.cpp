@@ -50,7 +50,8 @@ void map_and_check(const std::string& path, uint32_t kind, int64_t rank, bool ve
   if (h.plan_hash != gen::kPlanHash)
     fail(std::string("plan hash: this binary is built for plan ") + hex(gen::kPlanHash) + " (config " + gen::kConfigName +
          "), the file was converted for plan " + hex(h.plan_hash) + " (config " +
-         std::string(h.config_name, strnlen(h.config_name, sizeof h.config_name)) + "); convert again with this binary");
+         std::string(h.config_name, strnlen(h.config_name, sizeof h.config_name)) + ", " + std::to_string(h.ranks) +
+         " ranks); convert again with this binary");
   if (h.kind != kind) fail("file kind: expected " + std::to_string(kind) + ", got " + std::to_string(h.kind));
   if (h.ranks != uint32_t(gen::kRanks))
     fail("rank count: expected " + std::to_string(gen::kRanks) + ", got " + std::to_string(h.ranks));
@@ -76,9 +77,17 @@ void map_and_check(const std::string& path, uint32_t kind, int64_t rank, bool ve
     if (name != want) fail("tensor " + std::to_string(i) + ": expected " + want + ", got " + name);
     bool shape_ok = e.ndim == uint32_t(w.ndim);
     for (int d = 0; d < 4 && shape_ok; ++d) shape_ok = e.shape[d] == w.shape[d];
-    if (e.dtype != uint32_t(w.dtype) || !shape_ok)
-      fail("tensor " + name + ": expected " + plan::dtype_name(w.dtype) + " with the plan's shape, got dtype " +
-           std::to_string(e.dtype) + " ndim " + std::to_string(e.ndim));
+    if (e.dtype != uint32_t(w.dtype) || !shape_ok) {
+      auto dims = [](const int64_t* s, uint32_t n) {
+        std::string r = "[";
+        for (uint32_t d = 0; d < n && d < 4; ++d) r += (d ? ", " : "") + std::to_string(s[d]);
+        return r + "]";
+      };
+      const std::string got_dt = e.dtype <= uint32_t(plan::DType::FP4_X2) ? plan::dtype_name(plan::DType(e.dtype))
+                                                                          : "dtype " + std::to_string(e.dtype);
+      fail("tensor " + name + ": expected " + plan::dtype_name(w.dtype) + " " + dims(w.shape, uint32_t(w.ndim)) +
+           ", got " + got_dt + " " + dims(e.shape, e.ndim));
+    }
     if (e.offset != uint64_t(w.offset) || e.bytes != uint64_t(w.bytes))
       fail("tensor " + name + ": expected offset " + std::to_string(w.offset) + " bytes " + std::to_string(w.bytes) +
            ", got offset " + std::to_string(e.offset) + " bytes " + std::to_string(e.bytes));

@@ -8,6 +8,10 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <atomic>
+#include <execinfo.h>
+#include <cstdlib>
+#include <new>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
@@ -22,6 +26,21 @@
 #include "runtime/npy.hpp"
 #include "tools/checkpoint/convert.hpp"
 #include "weights.hpp"
+
+// Counts heap allocations while enabled (the engine must not allocate per step).
+std::atomic<bool> g_count_allocs{false};
+std::atomic<int64_t> g_allocs{0};
+void* operator new(size_t n) {
+  if (g_count_allocs && ++g_allocs <= 3 && std::getenv("DSV4_ALLOC_TRACE")) {
+    void* bt[12];
+    const int k = backtrace(bt, 12);
+    backtrace_symbols_fd(bt, k, 2);
+  }
+  if (void* p = std::malloc(n ? n : 1)) return p;
+  throw std::bad_alloc();
+}
+void operator delete(void* p) noexcept { std::free(p); }
+void operator delete(void* p, size_t) noexcept { std::free(p); }
 
 namespace {
 
@@ -376,6 +395,24 @@ TEST(GoldenEngine, PackedWithOtherRequestsDoesNotChangeLogits) {
   }
   e.finish_request(a), e.finish_request(b), e.finish_request(c);
   EXPECT_EQ(packed, alone);
+}
+
+TEST(GoldenEngine, StepsAllocateNothing) {
+  Engine& e = *engine();
+  const auto prompt = ids(kGolden + "/len130/input_ids.npy");
+  const int32_t slot = e.start_request();
+  const std::vector<StepWork> pre = {{slot, 0, std::span(prompt).first(100), false}};
+  e.step(pre);  // warm-up (first use of kernel tables, OpenMP pool)
+  const std::vector<StepWork> rest = {{slot, 100, std::span(prompt).subspan(100), true}};
+  const std::vector<int32_t> one = {7};
+  const std::vector<StepWork> dec = {{slot, int64_t(prompt.size()), one, true}};
+  g_allocs = 0;
+  g_count_allocs = true;
+  e.step(rest);
+  e.step(dec);
+  g_count_allocs = false;
+  e.finish_request(slot);
+  EXPECT_EQ(g_allocs.load(), 0) << "heap allocations during a prefill chunk and a decode step";
 }
 
 }  // namespace

@@ -1,0 +1,608 @@
+#include "runtime/tokenizer.hpp"
+
+#define PCRE2_CODE_UNIT_WIDTH 8
+#include <pcre2.h>
+
+#include <algorithm>
+#include <climits>
+#include <array>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <queue>
+
+#include "plan/error.hpp"
+
+namespace dsv4 {
+namespace {
+
+using json = nlohmann::json;
+
+struct AddedSpec {
+  int32_t id;
+  const char* content;
+  bool special;
+};
+
+// The V4 added tokens the model uses (../shared/tokenizer/README.md, "V4 special tokens"): added when
+// the tokenizer.json lacks them (the V3 file has 0-2 and 128800-128814 only, besides placeholders).
+constexpr AddedSpec kV4Added[] = {
+    {0, "<｜begin▁of▁sentence｜>", true},
+    {1, "<｜end▁of▁sentence｜>", true},
+    {2, "<｜▁pad▁｜>", true},
+    {128800, "<｜fim▁hole｜>", false},
+    {128801, "<｜fim▁begin｜>", false},
+    {128802, "<｜fim▁end｜>", false},
+    {128803, "<｜User｜>", false},
+    {128804, "<｜Assistant｜>", false},
+    {128815, "<｜begin▁of▁repo▁name｜>", false},
+    {128816, "<｜end▁of▁repo▁name｜>", false},
+    {128817, "<｜begin▁of▁file▁name｜>", false},
+    {128818, "<｜end▁of▁file▁name｜>", false},
+    {128819, "<｜begin▁of▁file｜>", false},
+    {128820, "<｜end▁of▁file｜>", false},
+    {128821, "<think>", false},
+    {128822, "</think>", false},
+    {128823, "<｜place▁holder▁for▁copy｜>", false},
+    {128824, "<｜place▁holder▁for▁pointer▁replace｜>", false},
+    {128825, "｜DSML｜", false},
+    {128826, "<｜begin▁sys｜>", false},
+    {128827, "<｜end▁sys｜>", false},
+    {128828, "<｜latest_reminder｜>", false},
+    {128829, "<｜action｜>", false},
+    {128830, "<｜query｜>", false},
+    {128831, "<｜authority｜>", false},
+    {128832, "<｜domain｜>", false},
+    {128833, "<｜task｜>", false},
+    {128834, "<｜political｜>", false},
+    {128835, "<｜entity｜>", false},
+    {128836, "<｜title｜>", false},
+    {128837, "<｜safety｜>", false},
+    {128838, "<｜answer｜>", false},
+    {128839, "<｜search｜>", false},
+    {128840, "<dsml:", false},
+    {128841, "</dsml:", false},
+    {128842, "<｜search▁begin｜>", false},
+    {128843, "<｜search▁end｜>", false},
+    {128844, "<｜extracted_url｜>", false},
+    {128845, "<｜read_url｜>", false},
+    {128846, "<｜end_of_query｜>", false},
+    {129279, "<｜image｜>", true},
+};
+
+// Returns the length of the UTF-8 sequence at p[0, n): > 0 complete and valid; 0 a valid prefix cut
+// off by n; < 0 invalid, minus the bytes one U+FFFD replaces (the maximal valid subpart, at least 1).
+int utf8_step(const unsigned char* p, size_t n) {
+  const unsigned c = p[0];
+  if (c < 0x80) return 1;
+  int len = 0;
+  unsigned lo = 0x80, hi = 0xBF;
+  if (c >= 0xC2 && c <= 0xDF) {
+    len = 2;
+  } else if (c >= 0xE0 && c <= 0xEF) {
+    len = 3;
+    if (c == 0xE0) lo = 0xA0;  // overlong
+    if (c == 0xED) hi = 0x9F;  // surrogates
+  } else if (c >= 0xF0 && c <= 0xF4) {
+    len = 4;
+    if (c == 0xF0) lo = 0x90;  // overlong
+    if (c == 0xF4) hi = 0x8F;  // > U+10FFFF
+  } else {
+    return -1;
+  }
+  for (int k = 1; k < len; ++k) {
+    if (size_t(k) >= n) return 0;
+    if (p[k] < lo || p[k] > hi) return -k;
+    lo = 0x80, hi = 0xBF;
+  }
+  return len;
+}
+
+constexpr std::string_view kReplacement = "\xEF\xBF\xBD";  // U+FFFD
+
+void append_utf8(std::string& s, uint32_t cp) {
+  if (cp < 0x80) {
+    s += char(cp);
+  } else if (cp < 0x800) {
+    s += char(0xC0 | (cp >> 6));
+    s += char(0x80 | (cp & 0x3F));
+  } else if (cp < 0x10000) {
+    s += char(0xE0 | (cp >> 12));
+    s += char(0x80 | ((cp >> 6) & 0x3F));
+    s += char(0x80 | (cp & 0x3F));
+  } else {
+    s += char(0xF0 | (cp >> 18));
+    s += char(0x80 | ((cp >> 12) & 0x3F));
+    s += char(0x80 | ((cp >> 6) & 0x3F));
+    s += char(0x80 | (cp & 0x3F));
+  }
+}
+
+// GPT-2's ByteLevel alphabet: printable bytes map to themselves, the other 68 to U+0100.. in order.
+std::array<uint32_t, 256> byte_to_codepoint() {
+  std::array<uint32_t, 256> t{};
+  uint32_t next = 256;
+  for (uint32_t b = 0; b < 256; ++b) {
+    const bool printable = (b >= 33 && b <= 126) || (b >= 161 && b <= 172) || (b >= 174 && b <= 255);
+    t[b] = printable ? b : next++;
+  }
+  return t;
+}
+
+// A ByteLevel vocabulary string back to the raw bytes it stands for. Entries outside the alphabet
+// (the V3 vocab lists BOS/EOS/pad verbatim; they are added tokens too) stand for themselves.
+std::string bytelevel_decode(const std::string& s, const std::vector<int16_t>& cp_to_byte, const std::string& where) {
+  std::string out;
+  bool outside = false;
+  const auto* p = reinterpret_cast<const unsigned char*>(s.data());
+  for (size_t i = 0; i < s.size();) {
+    const int r = utf8_step(p + i, s.size() - i);
+    if (r <= 0) throw Error(where + ": token '" + s + "' is not valid UTF-8");
+    uint32_t cp = r == 1 ? p[i] : r == 2 ? (p[i] & 0x1F) : r == 3 ? (p[i] & 0x0F) : (p[i] & 0x07);
+    for (int k = 1; k < r; ++k) cp = (cp << 6) | (p[i + k] & 0x3F);
+    if (cp >= cp_to_byte.size() || cp_to_byte[cp] < 0) outside = true;
+    else out += char(cp_to_byte[cp]);
+    i += size_t(r);
+  }
+  return outside ? s : out;
+}
+
+// SAX reader of tokenizer.json: the model's vocab (~128k entries) and merges (~128k pairs) go straight
+// into flat vectors, everything else into a small DOM; about 5x faster than parsing it all as a DOM.
+class TokenizerJsonReader : public nlohmann::json_sax<json> {
+ public:
+  json root;                                               // everything but model.vocab / model.merges
+  std::vector<std::pair<std::string, int64_t>> vocab;      // model.vocab, file order
+  std::vector<std::pair<std::string, std::string>> merges; // model.merges, rank order
+
+  bool null() override { return add(nullptr); }
+  bool boolean(bool v) override { return add(v); }
+  bool number_integer(number_integer_t v) override { return number(v); }
+  bool number_unsigned(number_unsigned_t v) override { return number(int64_t(v)); }
+  bool number_float(number_float_t v, const string_t&) override { return add(v); }
+  bool binary(binary_t&) override { return false; }
+  bool string(string_t& v) override {
+    if (mode_ == Mode::Merges) {  // "left right"
+      const size_t sp = v.find(' ');
+      if (sp == std::string::npos || v.find(' ', sp + 1) != std::string::npos)
+        return fail("model.merges[" + std::to_string(merges.size()) + "]: expected 'left right', got '" + v + "'");
+      merges.emplace_back(v.substr(0, sp), v.substr(sp + 1));
+      return true;
+    }
+    if (mode_ == Mode::MergePair) {
+      pair_.push_back(std::move(v));
+      return true;
+    }
+    if (mode_ == Mode::Vocab) return fail("model.vocab['" + key_ + "']: expected an integer id");
+    return add(std::move(v));
+  }
+  bool key(string_t& k) override {
+    key_ = std::move(k);
+    return true;
+  }
+  bool start_object(std::size_t) override {
+    if (mode_ != Mode::Dom) return fail("model.vocab / model.merges: unexpected object");
+    if (in_model() && key_ == "vocab") {
+      mode_ = Mode::Vocab;
+      return true;
+    }
+    return open(json::object());
+  }
+  bool end_object() override {
+    if (mode_ == Mode::Vocab) mode_ = Mode::Dom;
+    else close();
+    return true;
+  }
+  bool start_array(std::size_t) override {
+    if (mode_ == Mode::Merges) {
+      mode_ = Mode::MergePair;
+      pair_.clear();
+      return true;
+    }
+    if (mode_ != Mode::Dom) return fail("model.vocab / model.merges: unexpected array");
+    if (in_model() && key_ == "merges") {
+      mode_ = Mode::Merges;
+      return true;
+    }
+    return open(json::array());
+  }
+  bool end_array() override {
+    if (mode_ == Mode::MergePair) {
+      if (pair_.size() != 2)
+        return fail("model.merges[" + std::to_string(merges.size()) + "]: expected [left, right]");
+      merges.emplace_back(std::move(pair_[0]), std::move(pair_[1]));
+      mode_ = Mode::Merges;
+    } else if (mode_ == Mode::Merges) {
+      mode_ = Mode::Dom;
+    } else {
+      close();
+    }
+    return true;
+  }
+  bool parse_error(std::size_t, const std::string&, const nlohmann::detail::exception& e) override {
+    return fail(e.what());
+  }
+  const std::string& error() const { return error_; }
+
+ private:
+  enum class Mode { Dom, Vocab, Merges, MergePair };
+  bool fail(std::string msg) {
+    error_ = std::move(msg);
+    return false;
+  }
+  bool number(int64_t v) {
+    if (mode_ == Mode::Vocab) {
+      vocab.emplace_back(std::move(key_), v);
+      return true;
+    }
+    if (mode_ != Mode::Dom) return fail("model.merges: expected strings");
+    return add(v);
+  }
+  // Directly inside the top-level "model" object.
+  bool in_model() const { return stack_.size() == 2 && keys_[1] == "model"; }
+  json* insert(json v) {
+    if (stack_.empty()) {
+      root = std::move(v);
+      return &root;
+    }
+    json& parent = *stack_.back();
+    if (parent.is_array()) {
+      parent.push_back(std::move(v));
+      return &parent.back();
+    }
+    json& slot = parent[key_];
+    slot = std::move(v);
+    return &slot;
+  }
+  bool add(json v) {
+    if (mode_ != Mode::Dom) return fail("model.vocab / model.merges: unexpected value");
+    insert(std::move(v));
+    return true;
+  }
+  bool open(json v) {
+    keys_.push_back(stack_.empty() || stack_.back()->is_array() ? std::string() : key_);
+    stack_.push_back(insert(std::move(v)));
+    return true;
+  }
+  void close() {
+    stack_.pop_back();
+    keys_.pop_back();
+  }
+
+  Mode mode_ = Mode::Dom;
+  std::vector<json*> stack_;       // open DOM containers (an array's last element stays put while open)
+  std::vector<std::string> keys_;  // key each open container was stored under
+  std::string key_;
+  std::vector<std::string> pair_;
+  std::string error_;
+};
+
+}  // namespace
+
+std::string utf8_lossy(std::string_view bytes) {
+  std::string out;
+  out.reserve(bytes.size());
+  const auto* p = reinterpret_cast<const unsigned char*>(bytes.data());
+  for (size_t i = 0; i < bytes.size();) {
+    const int r = utf8_step(p + i, bytes.size() - i);
+    if (r > 0) {
+      out.append(bytes.substr(i, size_t(r)));
+      i += size_t(r);
+    } else {
+      out += kReplacement;
+      i = r == 0 ? bytes.size() : i + size_t(-r);
+    }
+  }
+  return out;
+}
+
+// ---- pre-tokenizer regexes ----
+
+struct Tokenizer::Regexes {
+  std::vector<pcre2_code*> codes;  // applied in order, each splits every current piece (Isolated)
+  ~Regexes() {
+    for (auto* c : codes) pcre2_code_free(c);
+  }
+};
+
+Tokenizer::Tokenizer() : re_(std::make_unique<Regexes>()) {}
+Tokenizer::Tokenizer(Tokenizer&&) noexcept = default;
+Tokenizer& Tokenizer::operator=(Tokenizer&&) noexcept = default;
+Tokenizer::~Tokenizer() = default;
+
+Tokenizer Tokenizer::load(const std::string& path) {
+  std::string text;
+  {
+    std::ifstream f(path, std::ios::binary);
+    if (!f) throw Error(path + ": cannot open tokenizer file");
+    f.seekg(0, std::ios::end);
+    text.resize(size_t(f.tellg()));
+    f.seekg(0);
+    if (!f.read(text.data(), std::streamsize(text.size()))) throw Error(path + ": cannot read tokenizer file");
+  }
+  TokenizerJsonReader reader;
+  if (!json::sax_parse(text, &reader)) throw Error(path + ": " + reader.error());
+  const json& j = reader.root;
+  auto field = [&](const json& o, const char* key, const std::string& where) -> const json& {
+    if (!o.is_object() || !o.contains(key)) throw Error(path + ": missing field " + where + "." + key);
+    return o.at(key);
+  };
+  Tokenizer t;
+
+  // normalizer: none (null or an empty Sequence)
+  if (j.contains("normalizer") && !j["normalizer"].is_null()) {
+    const json& n = j["normalizer"];
+    if (!(n.value("type", "") == "Sequence" && n.value("normalizers", json::array()).empty()))
+      throw Error(path + ": normalizer: expected none or an empty Sequence, got " + n.dump());
+  }
+
+  // pre_tokenizer: Sequence of Split(Isolated) then ByteLevel(use_regex=false, add_prefix_space=false)
+  const json& pre = field(j, "pre_tokenizer", "tokenizer");
+  if (pre.value("type", "") != "Sequence") throw Error(path + ": pre_tokenizer.type: expected Sequence, got " + pre.dump());
+  const json& steps = field(pre, "pretokenizers", "pre_tokenizer");
+  bool byte_level = false;
+  for (size_t i = 0; i < steps.size(); ++i) {
+    const json& s = steps[i];
+    const std::string where = path + ": pre_tokenizer.pretokenizers[" + std::to_string(i) + "]";
+    const std::string type = s.value("type", "");
+    if (type == "ByteLevel") {
+      if (i + 1 != steps.size()) throw Error(where + ": ByteLevel must be the last step");
+      if (s.value("use_regex", true) || s.value("add_prefix_space", true))
+        throw Error(where + ": expected ByteLevel with use_regex=false, add_prefix_space=false");
+      byte_level = true;
+      continue;
+    }
+    if (type != "Split") throw Error(where + ".type: expected Split or ByteLevel, got " + type);
+    if (s.value("behavior", "") != "Isolated" || s.value("invert", false))
+      throw Error(where + ": expected behavior Isolated, invert false");
+    const json& pat = field(s, "pattern", where);
+    const bool literal = pat.contains("String");
+    const std::string p = literal ? pat.at("String").get<std::string>() : field(pat, "Regex", where).get<std::string>();
+    int err = 0;
+    PCRE2_SIZE off = 0;
+    pcre2_code* code = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(p.data()), p.size(),
+                                     PCRE2_UTF | PCRE2_UCP | (literal ? PCRE2_LITERAL : 0), &err, &off, nullptr);
+    if (!code) {
+      PCRE2_UCHAR msg[256];
+      pcre2_get_error_message(err, msg, sizeof msg);
+      throw Error(where + ": pattern does not compile at offset " + std::to_string(off) + ": " +
+                  reinterpret_cast<const char*>(msg));
+    }
+    pcre2_jit_compile(code, PCRE2_JIT_COMPLETE);  // optional speed-up; the interpreter is used otherwise
+    t.re_->codes.push_back(code);
+  }
+  if (!byte_level) throw Error(path + ": pre_tokenizer: expected a final ByteLevel step");
+
+  // model: BPE over the ByteLevel alphabet
+  const json& m = field(j, "model", "tokenizer");
+  if (m.value("type", "BPE") != "BPE") throw Error(path + ": model.type: expected BPE, got " + m.value("type", ""));
+  if (m.contains("ignore_merges") && m["ignore_merges"].is_boolean() && m["ignore_merges"].get<bool>())
+    throw Error(path + ": model.ignore_merges=true is not supported");
+  const auto b2c = byte_to_codepoint();
+  std::vector<int16_t> c2b(324, -1);
+  for (int b = 0; b < 256; ++b) c2b[b2c[size_t(b)]] = int16_t(b);
+
+  if (reader.vocab.empty()) throw Error(path + ": model.vocab is missing or empty");
+  int64_t max_id = -1;
+  for (const auto& [k, id] : reader.vocab) max_id = std::max(max_id, id);
+  const json& added = j.contains("added_tokens") ? j["added_tokens"] : json::array();
+  for (const auto& a : added) max_id = std::max<int64_t>(max_id, field(a, "id", "added_tokens[]").get<int64_t>());
+  for (const auto& a : kV4Added) max_id = std::max<int64_t>(max_id, a.id);
+  t.bytes_.assign(size_t(max_id + 1), std::string());
+  t.special_.assign(size_t(max_id + 1), 0);
+
+  t.vocab_.reserve(reader.vocab.size() * 2);
+  for (auto& [k, id] : reader.vocab) {
+    if (id < 0 || id > INT32_MAX) throw Error(path + ": model.vocab['" + k + "']: id " + std::to_string(id) + " out of range");
+    t.bytes_[size_t(id)] = bytelevel_decode(k, c2b, path + ": model.vocab");
+    t.vocab_.emplace(std::move(k), int32_t(id));
+  }
+  for (int b = 0; b < 256; ++b) {
+    std::string s;
+    append_utf8(s, b2c[size_t(b)]);
+    const auto it = t.vocab_.find(s);
+    if (it == t.vocab_.end()) throw Error(path + ": model.vocab lacks the ByteLevel symbol of byte " + std::to_string(b));
+    t.byte_id_[b] = it->second;
+  }
+
+  t.merges_.reserve(reader.merges.size() * 2);
+  std::string ab;
+  for (size_t r = 0; r < reader.merges.size(); ++r) {
+    const auto& [a, b] = reader.merges[r];
+    ab.assign(a).append(b);
+    const auto ia = t.vocab_.find(a), ib = t.vocab_.find(b), ic = t.vocab_.find(ab);
+    if (ia == t.vocab_.end() || ib == t.vocab_.end() || ic == t.vocab_.end())
+      throw Error(path + ": model.merges[" + std::to_string(r) + "]: '" + a + "', '" + b + "' or their merge is not in the vocab");
+    const uint64_t key = (uint64_t(uint32_t(ia->second)) << 32) | uint32_t(ib->second);
+    t.merges_.emplace(key, Merge{int32_t(r), ic->second});  // a repeated pair keeps its first (lowest) rank
+  }
+
+  // added tokens: the file's, then the V4 additions it lacks (same id or same content: the file wins)
+  std::unordered_map<std::string, int32_t> added_ids;
+  auto add = [&](int32_t id, const std::string& content, bool special) {
+    if (content.empty()) throw Error(path + ": added token " + std::to_string(id) + " is empty");
+    t.bytes_[size_t(id)] = content;
+    t.special_[size_t(id)] = special;
+    added_ids.emplace(content, id);
+    t.added_.push_back({content, id, special});
+  };
+  std::vector<uint8_t> has(t.bytes_.size(), 0);
+  for (const auto& a : added) {
+    const int32_t id = field(a, "id", "added_tokens[]").get<int32_t>();
+    add(id, field(a, "content", "added_tokens[]").get<std::string>(), a.value("special", false));
+    has[size_t(id)] = 1;
+  }
+  for (const auto& a : kV4Added)
+    if (!has[size_t(a.id)] && !added_ids.count(a.content)) add(a.id, a.content, a.special);
+  // Leftmost-longest: candidates at a position are tried longest first.
+  std::stable_sort(t.added_.begin(), t.added_.end(),
+                   [](const Added& x, const Added& y) { return x.content.size() > y.content.size(); });
+  t.added_by_byte_.assign(256, {});
+  for (size_t i = 0; i < t.added_.size(); ++i)
+    t.added_by_byte_[static_cast<unsigned char>(t.added_[i].content[0])].push_back(int32_t(i));
+  return t;
+}
+
+const std::string& Tokenizer::token_bytes(int32_t id) const {
+  static const std::string none;
+  return id >= 0 && size_t(id) < bytes_.size() ? bytes_[size_t(id)] : none;
+}
+
+bool Tokenizer::is_special(int32_t id) const { return id >= 0 && size_t(id) < special_.size() && special_[size_t(id)]; }
+
+std::optional<int32_t> Tokenizer::token_id(std::string_view token) const {
+  for (const auto& a : added_)
+    if (a.content == token) return a.id;
+  const auto b2c = byte_to_codepoint();
+  std::string s;
+  for (unsigned char c : token) append_utf8(s, b2c[c]);
+  const auto it = vocab_.find(s);
+  if (it == vocab_.end()) return std::nullopt;
+  return it->second;
+}
+
+// ---- encode ----
+
+std::vector<int32_t> Tokenizer::encode(std::string_view text) const {
+  const auto* p = reinterpret_cast<const unsigned char*>(text.data());
+  for (size_t i = 0; i < text.size();) {
+    const int r = utf8_step(p + i, text.size() - i);
+    if (r <= 0) throw Error("tokenizer: input text is not valid UTF-8 at byte " + std::to_string(i));
+    i += size_t(r);
+  }
+  std::vector<int32_t> out;
+  size_t plain = 0;  // start of the text since the last added token
+  for (size_t i = 0; i < text.size();) {
+    const Added* hit = nullptr;
+    for (int32_t k : added_by_byte_[p[i]])
+      if (text.compare(i, added_[size_t(k)].content.size(), added_[size_t(k)].content) == 0) {
+        hit = &added_[size_t(k)];
+        break;
+      }
+    if (!hit) {
+      ++i;
+      continue;
+    }
+    encode_plain(text.substr(plain, i - plain), out);
+    out.push_back(hit->id);
+    i += hit->content.size();
+    plain = i;
+  }
+  encode_plain(text.substr(plain), out);
+  return out;
+}
+
+void Tokenizer::encode_plain(std::string_view text, std::vector<int32_t>& out) const {
+  if (text.empty()) return;
+  using Piece = std::pair<size_t, size_t>;  // [begin, end) in text
+  std::vector<Piece> pieces = {{0, text.size()}}, next;
+  pcre2_match_data* md = pcre2_match_data_create(1, nullptr);
+  if (!md) throw Error("tokenizer: out of memory");
+  const auto* subject = reinterpret_cast<PCRE2_SPTR>(text.data());
+  for (pcre2_code* code : re_->codes) {
+    next.clear();
+    for (const auto& [b, e] : pieces) {
+      // Each piece is its own subject: lookarounds see the piece's ends, as HF's Split does.
+      size_t pos = b, at = b;
+      while (at < e) {
+        const int rc = pcre2_match(code, subject + b, e - b, at - b, PCRE2_NO_UTF_CHECK, md, nullptr);
+        if (rc == PCRE2_ERROR_NOMATCH) break;
+        if (rc < 0) {
+          pcre2_match_data_free(md);
+          throw Error("tokenizer: pre-tokenizer regex match failed (PCRE2 error " + std::to_string(rc) + ")");
+        }
+        const PCRE2_SIZE* ov = pcre2_get_ovector_pointer(md);
+        const size_t ms = b + ov[0], me = b + ov[1];
+        if (me == ms) {  // an empty match isolates nothing; step over one character
+          at = ms + size_t(std::max(1, utf8_step(reinterpret_cast<const unsigned char*>(text.data()) + ms, e - ms)));
+          continue;
+        }
+        if (ms > pos) next.emplace_back(pos, ms);
+        next.emplace_back(ms, me);
+        pos = at = me;
+      }
+      if (pos < e) next.emplace_back(pos, e);
+    }
+    pieces.swap(next);
+  }
+  pcre2_match_data_free(md);
+  for (const auto& [b, e] : pieces) bpe(text.substr(b, e - b), out);
+}
+
+// BPE of one pre-token: start from single bytes, repeatedly apply the lowest-rank merge (leftmost on
+// ties), as HF's BPE model does; a priority queue keeps it O(n log n) for long CJK runs.
+void Tokenizer::bpe(std::string_view word, std::vector<int32_t>& out) const {
+  const size_t n = word.size();
+  if (n == 1) {
+    out.push_back(byte_id_[static_cast<unsigned char>(word[0])]);
+    return;
+  }
+  struct Sym {
+    int32_t id, prev, next;
+    bool alive;
+  };
+  std::vector<Sym> s(n);
+  for (size_t i = 0; i < n; ++i)
+    s[i] = {byte_id_[static_cast<unsigned char>(word[i])], int32_t(i) - 1, i + 1 < n ? int32_t(i + 1) : -1, true};
+  struct Cand {
+    int32_t rank, pos;
+    bool operator>(const Cand& o) const { return rank != o.rank ? rank > o.rank : pos > o.pos; }
+  };
+  std::priority_queue<Cand, std::vector<Cand>, std::greater<Cand>> q;
+  auto find = [&](int32_t l, int32_t r) -> const Merge* {
+    const auto it = merges_.find((uint64_t(uint32_t(l)) << 32) | uint32_t(r));
+    return it == merges_.end() ? nullptr : &it->second;
+  };
+  auto push = [&](int32_t i) {
+    if (i < 0 || s[size_t(i)].next < 0) return;
+    if (const Merge* m = find(s[size_t(i)].id, s[size_t(s[size_t(i)].next)].id)) q.push({m->rank, i});
+  };
+  for (int32_t i = 0; i + 1 < int32_t(n); ++i) push(i);
+  while (!q.empty()) {
+    const Cand c = q.top();
+    q.pop();
+    Sym& l = s[size_t(c.pos)];
+    if (!l.alive || l.next < 0) continue;
+    const Merge* m = find(l.id, s[size_t(l.next)].id);
+    if (!m || m->rank != c.rank) continue;  // stale: a neighbour changed since this pair was queued
+    Sym& r = s[size_t(l.next)];
+    l.id = m->result;
+    r.alive = false;
+    l.next = r.next;
+    if (l.next >= 0) s[size_t(l.next)].prev = c.pos;
+    push(l.prev);
+    push(c.pos);
+  }
+  for (int32_t i = 0; i >= 0; i = s[size_t(i)].next) out.push_back(s[size_t(i)].id);
+}
+
+// ---- decode ----
+
+std::string Tokenizer::decode(std::span<const int32_t> ids, bool skip_special) const {
+  std::string bytes;
+  for (int32_t id : ids)
+    if (!(skip_special && is_special(id))) bytes += token_bytes(id);
+  return utf8_lossy(bytes);
+}
+
+std::string StreamDecoder::push(int32_t id) {
+  if (!(skip_special_ && tok_.is_special(id))) held_ += tok_.token_bytes(id);
+  // Emit up to the start of a trailing sequence that is valid so far but incomplete.
+  const auto* p = reinterpret_cast<const unsigned char*>(held_.data());
+  size_t i = 0;
+  while (i < held_.size()) {
+    const int r = utf8_step(p + i, held_.size() - i);
+    if (r == 0) break;
+    i += size_t(r > 0 ? r : -r);
+  }
+  std::string out = utf8_lossy(std::string_view(held_).substr(0, i));
+  held_.erase(0, i);
+  return out;
+}
+
+std::string StreamDecoder::finish() {
+  std::string out = utf8_lossy(held_);
+  held_.clear();
+  return out;
+}
+
+}  // namespace dsv4
