@@ -9,6 +9,7 @@
 #include "kernels/hc.hpp"
 #include "kernels/indexer.hpp"
 #include "kernels/linear.hpp"
+#include "kernels/linear_seq.hpp"
 #include "kernels/moe.hpp"
 #include "kernels/norm_rope.hpp"
 #include "kernels/quant.hpp"
@@ -183,7 +184,7 @@ void Executor::run_op(uint32_t i, const StepMeta& meta) {
       const auto& w = gen::kWeights[op.w[0]];
       const int64_t N = w.shape[0], K = w.shape[1];
       for (int64_t j = 0; j < n * K; ++j) xf32_[j] = bf16_to_f32(bf(op.in[0])[j]);
-      k::linear_f32({f32(op.out[0]), size_t(n * N)}, {xf32_.data(), size_t(n * K)}, wbf(op.w[0]), n, N, K);
+      k::linear_f32_seq({f32(op.out[0]), size_t(n * N)}, {xf32_.data(), size_t(n * K)}, wbf(op.w[0]), n, N, K);
       break;
     }
     case OpKind::QHeadNorm:
@@ -443,7 +444,7 @@ void Executor::run_op(uint32_t i, const StepMeta& meta) {
     case OpKind::LmHeadShard: {
       const int64_t rows = rows_of(gen::kBuffers[op.in[0]]), V = gen::kVocabShard;
       for (int64_t j = 0; j < rows * D; ++j) xf32_[j] = bf16_to_f32(bf(op.in[0])[j]);
-      k::linear_f32({f32(op.out[0]), size_t(rows * V)}, {xf32_.data(), size_t(rows * D)}, wbf(op.w[0]), rows, V, D);
+      k::linear_f32_seq({f32(op.out[0]), size_t(rows * V)}, {xf32_.data(), size_t(rows * D)}, wbf(op.w[0]), rows, V, D);
       break;
     }
     case OpKind::LogitsGather: {  // shard rows of owner o -> o; o assembles its rows on the full vocabulary
