@@ -1,15 +1,27 @@
 // Kernel benchmarks. Run in one process, in registration order: the machine references first
-// (STREAM-style copy bandwidth, register-only FMA peaks), then the kernels, whose counters report
-// their ratio to the references measured in the same run:
-//   GEMV:  weight bytes streamed per second, "vs_copy" = that / copy bandwidth (copy counts read +
-//          write bytes, as STREAM does). Weights rotate through >= 512 MiB so caches do not help.
-//   GEMM:  useful FLOP/s (2·m·n·k), "vs_fma64" / "vs_fma32" = that / the fp64 / fp32 FMA peak.
+// (STREAM-style copy bandwidth, register-only FMA peaks), then the kernels. Every benchmark takes the
+// OpenMP thread count as its last argument (omp_set_num_threads, as the runtime does per rank), and
+// each kernel reports its efficiency against the references measured in the same run with the same
+// thread count:
+//   GEMV:  "GB/s" = weight (+ scale) bytes streamed per second; "vs_copy" = that / copy bandwidth
+//          (copy counts read + write bytes, as STREAM does). Weights rotate through >= 512 MiB so the
+//          caches do not help.
+//   GEMM:  "GFLOP/s" = useful FLOP/s (2·m·n·k); "vs_fma32" / "vs_fma64" = that / the fp32 / fp64 FMA
+//          peak (one thread's register-only FMA chains, times the thread count).
+// Run with --benchmark_filter to pick; the references always run first (filter them in too).
+// GCC 12 reports its own _mm512_undefined_* placeholders inside intrinsics as uninitialized once
+// OpenMP outlines the loop (a known false positive).
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
 #include <benchmark/benchmark.h>
 #include <omp.h>
 
 #include <algorithm>
+#include <array>
+#include <chrono>
 #include <cstdint>
 #include <cstring>
+#include <map>
 #include <random>
 #include <vector>
 
@@ -24,13 +36,26 @@ namespace {
 
 using namespace dsv4;
 using namespace dsv4::kernels;
+using Clock = std::chrono::steady_clock;
 
-double g_copy_bps = 0, g_fma32 = 0, g_fma64 = 0;  // bytes/s, FLOP/s
+// Reference rates measured in this run, per thread count: bytes/s and FLOP/s.
+std::map<int, double> g_copy_bps, g_fma32, g_fma64;
+
+int set_threads(benchmark::State& st, int arg) {
+  const int t = int(st.range(arg));
+  omp_set_num_threads(t);
+  st.counters["threads"] = t;
+  return t;
+}
 
 void BM_CopyBandwidth(benchmark::State& st) {
+  const int threads = set_threads(st, 0);
   const size_t n = size_t(512) << 20;
   std::vector<char> a(n, 1), b(n, 2);
+  double secs = 0;
+  int64_t iters = 0;
   for (auto _ : st) {
+    const auto t0 = Clock::now();
 #pragma omp parallel
     {
       const size_t nt = size_t(omp_get_num_threads()), t = size_t(omp_get_thread_num()), c = n / nt;
@@ -38,18 +63,49 @@ void BM_CopyBandwidth(benchmark::State& st) {
     }
     benchmark::DoNotOptimize(b.data());
     benchmark::ClobberMemory();
+    secs += std::chrono::duration<double>(Clock::now() - t0).count();
+    ++iters;
   }
-  st.SetBytesProcessed(int64_t(st.iterations()) * int64_t(2 * n));
+  g_copy_bps[threads] = double(2 * n) * double(iters) / secs;
   st.counters["GB/s"] = benchmark::Counter(double(2 * n) * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
-  st.counters["threads"] = omp_get_max_threads();
+}
+
+// Read-only streaming (no reference for the ratios; shows what a weight stream can reach at best).
+void BM_ReadBandwidth(benchmark::State& st) {
+  set_threads(st, 0);
+  const size_t n = size_t(512) << 20;
+  std::vector<char> a(n, 1);
+  for (auto _ : st) {
+#pragma omp parallel
+    {
+      const size_t nt = size_t(omp_get_num_threads()), t = size_t(omp_get_thread_num()), c = n / nt;
+#ifdef __AVX512F__
+      __m512i s0 = _mm512_setzero_si512(), s1 = s0;
+      for (size_t i = t * c; i < t * c + c; i += 128) {
+        s0 = _mm512_add_epi64(s0, _mm512_load_si512(a.data() + i));
+        s1 = _mm512_add_epi64(s1, _mm512_load_si512(a.data() + i + 64));
+      }
+      benchmark::DoNotOptimize(s0);
+      benchmark::DoNotOptimize(s1);
+#endif
+    }
+  }
+  st.counters["GB/s"] = benchmark::Counter(double(n) * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+  const int threads = int(st.range(0));
+  if (g_copy_bps.count(threads))
+    st.counters["vs_copy"] = benchmark::Counter(double(n) / g_copy_bps[threads], benchmark::Counter::kIsIterationInvariantRate);
 }
 
 // Register-only FMA chains: 16 independent accumulators per thread (covers latency x 2 pipes).
 template <bool F64>
 void BM_FmaPeak(benchmark::State& st) {
+  const int threads = set_threads(st, 0);
   const int64_t iters = 1 << 22;
-  double flops = 0;
+  const double flops = double(threads) * double(iters) * 16 * (F64 ? 8 : 16) * 2;
+  double secs = 0;
+  int64_t runs = 0;
   for (auto _ : st) {
+    const auto t0 = Clock::now();
 #pragma omp parallel
     {
 #ifdef __AVX512F__
@@ -72,10 +128,11 @@ void BM_FmaPeak(benchmark::State& st) {
       }
 #endif
     }
+    secs += std::chrono::duration<double>(Clock::now() - t0).count();
+    ++runs;
   }
-  flops = double(omp_get_max_threads()) * double(iters) * 16 * (F64 ? 8 : 16) * 2;
+  (F64 ? g_fma64 : g_fma32)[threads] = flops * double(runs) / secs;
   st.counters["GFLOP/s"] = benchmark::Counter(flops * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
-  st.counters["flop"] = flops;  // read back below through the rate
 }
 
 // Weight pools big enough to defeat the caches; one buffer per iteration in turn.
@@ -83,9 +140,9 @@ struct Pool {
   std::vector<std::vector<uint8_t>> w, s;
   size_t next = 0;
 };
-Pool make_pool(size_t wbytes, size_t sbytes, uint8_t scale_byte) {
+Pool make_pool(size_t wbytes, size_t sbytes, uint8_t scale_byte, bool hot = false) {
   Pool p;
-  const size_t copies = std::max<size_t>(2, (size_t(512) << 20) / wbytes);
+  const size_t copies = hot ? 1 : std::max<size_t>(2, (size_t(512) << 20) / wbytes);
   std::mt19937 rng(1);
   for (size_t c = 0; c < copies; ++c) {
     std::vector<uint8_t> w(wbytes);
@@ -110,17 +167,25 @@ Act make_act(int64_t m, int64_t k) {
   return a;
 }
 
-void report_gemv(benchmark::State& st, double bytes) {
-  st.counters["GB/s"] = benchmark::Counter(bytes * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
-  st.counters["copy_GB/s"] = g_copy_bps * 1e-9;
-}
-void report_gemm(benchmark::State& st, double flop) {
-  st.counters["GFLOP/s"] = benchmark::Counter(flop * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+// Rates and their ratios to this run's references at the same thread count (rate counters: the
+// per-iteration amount divided by the reference rate becomes a dimensionless ratio).
+void report(benchmark::State& st, int threads, double bytes, double flop) {
+  using C = benchmark::Counter;
+  st.counters["GB/s"] = C(bytes * 1e-9, C::kIsIterationInvariantRate);
+  st.counters["GFLOP/s"] = C(flop * 1e-9, C::kIsIterationInvariantRate);
+  if (g_copy_bps.count(threads)) st.counters["vs_copy"] = C(bytes / g_copy_bps[threads], C::kIsIterationInvariantRate);
+  if (g_fma32.count(threads)) st.counters["vs_fma32"] = C(flop / g_fma32[threads], C::kIsIterationInvariantRate);
+  if (g_fma64.count(threads)) st.counters["vs_fma64"] = C(flop / g_fma64[threads], C::kIsIterationInvariantRate);
 }
 
+// Args {m, n (out), k (in), threads}.
+// Hot: one weight buffer, cache resident when small (the kernel's compute-bound rate).
+template <bool Hot = false>
 void BM_Fp8Linear(benchmark::State& st) {
   const int64_t m = st.range(0), n = st.range(1), k = st.range(2);
-  Pool p = make_pool(size_t(n * k), size_t(((n + 127) / 128) * (k / 128)), 120);
+  const int threads = set_threads(st, 3);
+  const size_t sbytes = size_t(((n + 127) / 128) * (k / 128));
+  Pool p = make_pool(size_t(n * k), sbytes, 120, Hot);
   const Act a = make_act(m, k);
   std::vector<bf16> y(m * n);
   for (auto _ : st) {
@@ -128,13 +193,14 @@ void BM_Fp8Linear(benchmark::State& st) {
     linear_fp8(y, a.q, a.s, p.w[i], p.s[i], m, n, k);
     benchmark::DoNotOptimize(y.data());
   }
-  report_gemv(st, double(n * k));
-  report_gemm(st, 2.0 * double(m * n * k));
+  report(st, threads, double(n * k + int64_t(sbytes)), 2.0 * double(m * n * k));
 }
 
+template <bool Hot = false>
 void BM_Fp4Linear(benchmark::State& st) {
   const int64_t m = st.range(0), n = st.range(1), k = st.range(2);
-  Pool p = make_pool(size_t(n * k / 2), size_t(n * k / 32), 120);
+  const int threads = set_threads(st, 3);
+  Pool p = make_pool(size_t(n * k / 2), size_t(n * k / 32), 120, Hot);
   const Act a = make_act(m, k);
   std::vector<bf16> y(m * n);
   for (auto _ : st) {
@@ -142,12 +208,12 @@ void BM_Fp4Linear(benchmark::State& st) {
     linear_fp4(y, a.q, a.s, p.w[i], p.s[i], m, n, k);
     benchmark::DoNotOptimize(y.data());
   }
-  report_gemv(st, double(n * k / 2 + n * k / 32));
-  report_gemm(st, 2.0 * double(m * n * k));
+  report(st, threads, double(n * k / 2 + n * k / 32), 2.0 * double(m * n * k));
 }
 
 void BM_Bf16Linear(benchmark::State& st) {
   const int64_t m = st.range(0), n = st.range(1), k = st.range(2);
+  const int threads = set_threads(st, 3);
   Pool p = make_pool(size_t(n * k * 2), 1, 0);
   std::vector<bf16> x(m * k, f32_to_bf16(0.5f)), y(m * n);
   for (auto _ : st) {
@@ -155,12 +221,12 @@ void BM_Bf16Linear(benchmark::State& st) {
     linear_bf16(y, x, std::span(reinterpret_cast<const bf16*>(p.w[i].data()), size_t(n * k)), m, n, k);
     benchmark::DoNotOptimize(y.data());
   }
-  report_gemv(st, double(n * k * 2));
-  report_gemm(st, 2.0 * double(m * n * k));
+  report(st, threads, double(n * k * 2), 2.0 * double(m * n * k));
 }
 
 void BM_F32Linear(benchmark::State& st) {
   const int64_t m = st.range(0), n = st.range(1), k = st.range(2);
+  const int threads = set_threads(st, 3);
   Pool p = make_pool(size_t(n * k * 2), 1, 0);
   std::vector<float> x(m * k, 0.5f), y(m * n);
   for (auto _ : st) {
@@ -168,12 +234,12 @@ void BM_F32Linear(benchmark::State& st) {
     linear_f32(y, x, std::span(reinterpret_cast<const bf16*>(p.w[i].data()), size_t(n * k)), m, n, k);
     benchmark::DoNotOptimize(y.data());
   }
-  report_gemv(st, double(n * k * 2));
-  report_gemm(st, 2.0 * double(m * n * k));
+  report(st, threads, double(n * k * 2), 2.0 * double(m * n * k));
 }
 
 void BM_ActQuant(benchmark::State& st) {
   const int64_t m = st.range(0), k = st.range(1);
+  set_threads(st, 2);
   std::vector<bf16> x(m * k, f32_to_bf16(0.3f));
   std::vector<uint8_t> q(m * k);
   std::vector<float> s(m * k / 128);
@@ -184,53 +250,44 @@ void BM_ActQuant(benchmark::State& st) {
   st.SetItemsProcessed(int64_t(st.iterations()) * m * k);
 }
 
-// Capture the reference numbers right after they run (Google Benchmark keeps registration order).
-class RefReporter : public benchmark::ConsoleReporter {
- public:
-  void ReportRuns(const std::vector<Run>& runs) override {
-    for (auto& r : runs) {
-      auto get = [&](const char* c) { return r.counters.count(c) ? double(r.counters.at(c)) : 0.0; };
-      const std::string name = r.benchmark_name();
-      if (name.rfind("BM_CopyBandwidth", 0) == 0) g_copy_bps = get("GB/s");
-      if (name.rfind("BM_FmaPeak<true>", 0) == 0) g_fma64 = get("GFLOP/s");
-      if (name.rfind("BM_FmaPeak<false>", 0) == 0) g_fma32 = get("GFLOP/s");
-      // Ratios for kernel runs (counters are already rates here).
-      if (name.rfind("BM_Fp", 0) == 0 || name.rfind("BM_Bf16", 0) == 0 || name.rfind("BM_F32", 0) == 0) {
-        auto& rr = const_cast<Run&>(r);
-        if (g_copy_bps > 0) rr.counters["vs_copy"] = get("GB/s") / g_copy_bps;
-        if (g_fma64 > 0) rr.counters["vs_fma64"] = get("GFLOP/s") / g_fma64;
-        if (g_fma32 > 0) rr.counters["vs_fma32"] = get("GFLOP/s") / g_fma32;
-        rr.counters["copy_GB/s"] = g_copy_bps;
-      }
-    }
-    ConsoleReporter::ReportRuns(runs);
-  }
-};
+// {m, n, k} shapes crossed with 1 and 2 threads.
+void shapes(benchmark::internal::Benchmark* b, std::initializer_list<std::array<int64_t, 3>> s) {
+  for (int t : {1, 2})
+    for (auto& x : s) b->Args({x[0], x[1], x[2], t});
+}
 
 }  // namespace
 
-BENCHMARK(BM_CopyBandwidth)->Unit(benchmark::kMillisecond)->UseRealTime();
-BENCHMARK(BM_FmaPeak<true>)->Unit(benchmark::kMillisecond)->UseRealTime();
-BENCHMARK(BM_FmaPeak<false>)->Unit(benchmark::kMillisecond)->UseRealTime();
-// FP8 GEMV at FLASH shapes {m, out, in}: wq_b-like, wq_a, shared w1/w3, shared w2 / wo_b-like.
-BENCHMARK(BM_Fp8Linear)->Args({1, 4096, 1024})->Args({1, 32768, 1024})->Args({1, 1024, 4096})
-    ->Args({1, 2048, 4096})->Args({1, 4096, 2048})->Args({4, 2048, 4096})
-    ->Unit(benchmark::kMicrosecond)->UseRealTime();
-// Prefill GEMM, 256 rows.
-BENCHMARK(BM_Fp8Linear)->Args({256, 2048, 4096})->Args({256, 4096, 1024})->Unit(benchmark::kMillisecond)->UseRealTime();
-// FP4 experts: w1/w3 [2048, 4096], w2 [4096, 2048]; decode (1 row) and a prefill expert slab.
-BENCHMARK(BM_Fp4Linear)->Args({1, 2048, 4096})->Args({1, 4096, 2048})->Args({4, 2048, 4096})
-    ->Unit(benchmark::kMicrosecond)->UseRealTime();
-BENCHMARK(BM_Fp4Linear)->Args({256, 2048, 4096})->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_CopyBandwidth)->Arg(1)->Arg(2)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_ReadBandwidth)->Arg(1)->Arg(2)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_FmaPeak<true>)->Arg(1)->Arg(2)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_FmaPeak<false>)->Arg(1)->Arg(2)->Unit(benchmark::kMillisecond)->UseRealTime();
+// FP8 GEMV at FLASH shapes {m, out, in}: wq_b-like 4096x1024, wq_a-like / shared w1,w3 2048x4096,
+// shared w2 / wo_b-like 4096x2048, indexer wq_b / attention wq_b 32768x1024; and a 4-row decode batch.
+BENCHMARK(BM_Fp8Linear<>)->Apply([](auto* b) {
+  shapes(b, {{1, 4096, 1024}, {1, 32768, 1024}, {1, 2048, 4096}, {1, 4096, 2048}, {4, 2048, 4096}});
+})->Unit(benchmark::kMicrosecond)->UseRealTime();
+// Prefill GEMM, a 128-token slab.
+BENCHMARK(BM_Fp8Linear<>)->Apply([](auto* b) {
+  shapes(b, {{128, 2048, 4096}, {128, 4096, 2048}, {128, 4096, 1024}});
+})->Unit(benchmark::kMillisecond)->UseRealTime();
+// FP4 experts: w1/w3 [2048, 4096], w2 [4096, 2048]; decode (1 and 4 rows) and a 128-token slab.
+BENCHMARK(BM_Fp4Linear<>)->Apply([](auto* b) {
+  shapes(b, {{1, 2048, 4096}, {1, 4096, 2048}, {4, 2048, 4096}});
+})->Unit(benchmark::kMicrosecond)->UseRealTime();
+BENCHMARK(BM_Fp4Linear<>)->Apply([](auto* b) {
+  shapes(b, {{128, 2048, 4096}, {128, 4096, 2048}});
+})->Unit(benchmark::kMillisecond)->UseRealTime();
 // BF16: wo_a one group [1024, 4096]; FP32: compressor wkv [1024, 4096], head slice [16384, 4096].
-BENCHMARK(BM_Bf16Linear)->Args({1, 1024, 4096})->Args({256, 1024, 4096})->Unit(benchmark::kMicrosecond)->UseRealTime();
-BENCHMARK(BM_F32Linear)->Args({1, 1024, 4096})->Args({1, 16384, 4096})->Args({256, 1024, 4096})
-    ->Unit(benchmark::kMicrosecond)->UseRealTime();
-BENCHMARK(BM_ActQuant)->Args({1, 4096})->Args({256, 4096})->Unit(benchmark::kMicrosecond)->UseRealTime();
+BENCHMARK(BM_Bf16Linear)->Apply([](auto* b) {
+  shapes(b, {{1, 1024, 4096}, {128, 1024, 4096}});
+})->Unit(benchmark::kMicrosecond)->UseRealTime();
+BENCHMARK(BM_F32Linear)->Apply([](auto* b) {
+  shapes(b, {{1, 1024, 4096}, {1, 16384, 4096}, {128, 1024, 4096}});
+})->Unit(benchmark::kMicrosecond)->UseRealTime();
+// Cache-resident GEMV (compute-bound rate, for diagnosis): 1024 x 1024.
+BENCHMARK(BM_Fp8Linear<true>)->Args({1, 1024, 1024, 1})->Unit(benchmark::kMicrosecond)->UseRealTime();
+BENCHMARK(BM_Fp4Linear<true>)->Args({1, 1024, 2048, 1})->Unit(benchmark::kMicrosecond)->UseRealTime();
+BENCHMARK(BM_ActQuant)->Args({1, 4096, 1})->Args({128, 4096, 1})->Unit(benchmark::kMicrosecond)->UseRealTime();
 
-int main(int argc, char** argv) {
-  benchmark::Initialize(&argc, argv);
-  RefReporter rep;
-  benchmark::RunSpecifiedBenchmarks(&rep);
-  benchmark::Shutdown();
-}
+BENCHMARK_MAIN();

@@ -55,7 +55,9 @@ inline __m512d hsum8(const __m512d v[8]) {
 //   int64_t m, n, k;                                 shapes (k % 128 == 0)
 //   void decode_a(int64_t row, int64_t kb, double* out128) const;   activation block -> fp64
 //   void decode_b(int64_t row, int64_t kb, double* out128) const;   weight block -> fp64
-//   AVX-512 only: void decode_b64(int64_t row, int64_t kb, int half, __m512d d[8]) const;
+//   AVX-512 only: B64 load_b64(int64_t row, int64_t kb, int half) const;  weight elements
+//                 kb*128 + half*64 .. +63 made ready to decode (loaded and pre-shuffled);
+//                 __m512d get_b8(const B64&, int q) const;  elements 8q .. 8q+7 of those 64 as fp64
 //   double sa(int64_t row, int64_t kb) const, sb(int64_t col, int64_t kb) const;  block scales
 //                                                   (powers of two for FP8, 1 for dense)
 //   static double step(double acc, double blk, double scale);        accumulation rule
@@ -86,17 +88,22 @@ void gemv_engine(const P& p) {
         for (int r = 0; r < S; ++r)
           for (int mm = 0; mm < M; ++mm) sc[r * M + mm] = p.sa(mm, kb) * p.sb(rw[r], kb);  // exact: powers of two
 #ifdef __AVX512F__
+        // Rows are interleaved inside the q loop so that consecutive FMAs are independent (each
+        // lane's chain is one (row, activation-row) pair, in ascending k: the canonical order).
         __m512d part[8];
         for (int i = 0; i < 8; ++i) part[i] = _mm512_setzero_pd();
-        for (int h = 0; h < 2; ++h)
-          for (int r = 0; r < S; ++r) {
-            __m512d d[8];
-            p.decode_b64(rw[r], kb, h, d);
-            for (int mm = 0; mm < M; ++mm)
-              for (int q = 0; q < 8; ++q)
-                part[r * M + mm] = _mm512_fmadd_pd(d[q], _mm512_load_pd(a[mm] + h * 64 + q * 8),
-                                                   part[r * M + mm]);
+        for (int h = 0; h < 2; ++h) {
+          typename P::B64 wb[S];
+          for (int r = 0; r < S; ++r) wb[r] = p.load_b64(rw[r], kb, h);
+          for (int q = 0; q < 8; ++q) {
+            __m512d av[M];
+            for (int mm = 0; mm < M; ++mm) av[mm] = _mm512_load_pd(a[mm] + h * 64 + q * 8);
+            for (int r = 0; r < S; ++r) {
+              const __m512d d = p.get_b8(wb[r], q);
+              for (int mm = 0; mm < M; ++mm) part[r * M + mm] = _mm512_fmadd_pd(d, av[mm], part[r * M + mm]);
+            }
           }
+        }
         const __m512d blk = hsum8(part);
         _mm512_store_pd(acc[sg], P::step8(_mm512_load_pd(acc[sg]), blk, _mm512_load_pd(sc)));
 #else

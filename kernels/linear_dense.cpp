@@ -60,8 +60,11 @@ struct DenseProblem {
   }
   void decode_b(int64_t r, int64_t kb, double* out) const { decode_bf16_128(w + r * k + kb * kBlk, out); }
 #ifdef __AVX512F__
-  void decode_b64(int64_t r, int64_t kb, int h, __m512d d[8]) const {
-    decode_bf16_64(w + r * k + kb * kBlk + 64 * h, d);
+  using B64 = const bf16*;
+  B64 load_b64(int64_t r, int64_t kb, int h) const { return w + r * k + kb * kBlk + 64 * h; }
+  static __m512d get_b8(B64 b, int q) {  // 8 bf16 -> fp64 (exact)
+    const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(b + 8 * q));
+    return _mm512_cvtps_pd(_mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(v), 16)));
   }
   static __m512d step8(__m512d acc, __m512d blk, __m512d) { return _mm512_add_pd(acc, blk); }
 #endif

@@ -1,0 +1,86 @@
+// kernels/linear_fp4 / linear_fp8: the m <= 4 GEMV paths against the tiled paths and the scalar twins at
+// FLASH-like K (every e4m3 code, every e2m1 nibble, wide scale ranges), and NaN propagation.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <random>
+#include <vector>
+
+#include "kernels/linear.hpp"
+#include "reference/linear_ref.hpp"
+
+namespace dsv4::kernels {
+namespace {
+
+std::vector<uint8_t> all_finite_e4m3(int64_t n, std::mt19937& rng) {
+  std::vector<uint8_t> v(n);
+  for (auto& c : v) {
+    do c = uint8_t(rng()); while ((c & 0x7f) == 0x7f);
+  }
+  return v;
+}
+
+TEST(LinearPaths, Fp4GemvMatchesTilesAndTwin) {
+  std::mt19937 rng(101);
+  // k = 8320 exceeds the GEMV's activation scratch (k <= 8192) and takes the tiles for every m.
+  for (const int64_t k : {int64_t(2048), int64_t(4096), int64_t(8320)}) {
+    const int64_t m = 6, n = 23;
+    const auto xq = all_finite_e4m3(m * k, rng);
+    std::vector<uint8_t> w(n * k / 2);
+    for (auto& b : w) b = uint8_t(rng());
+    std::vector<float> xs(m * k / 128);
+    for (auto& s : xs) s = std::ldexp(1.f, -24 + int(rng() % 30));
+    std::vector<uint8_t> ws(n * k / 32);
+    for (auto& b : ws) b = uint8_t(127 - 20 + int(rng() % 24));
+    std::vector<bf16> want, tiles(m * n);
+    ref::linear_fp4(want, xq, xs, w, ws, m, n, k);
+    linear_fp4(tiles, xq, xs, w, ws, m, n, k);  // m = 6: tiles
+    for (int64_t i = 0; i < m * n; ++i) ASSERT_EQ(tiles[i].bits, want[i].bits) << "k=" << k << " i=" << i;
+    for (int64_t rows = 1; rows <= 4; ++rows)  // GEMV with 1..4 rows
+      for (int64_t r0 = 0; r0 + rows <= m; r0 += rows) {
+        std::vector<bf16> got(rows * n);
+        linear_fp4(got, std::span(xq).subspan(r0 * k, rows * k), std::span(xs).subspan(r0 * k / 128, rows * k / 128),
+                   w, ws, rows, n, k);
+        for (int64_t i = 0; i < rows * n; ++i)
+          ASSERT_EQ(got[i].bits, tiles[r0 * n + i].bits) << "k=" << k << " rows=" << rows << " r0=" << r0;
+      }
+  }
+}
+
+TEST(LinearPaths, Fp8GemvGemmMatchTwinAtFlashK) {
+  std::mt19937 rng(102);
+  const int64_t m = 4, n = 136, k = 4096;
+  const auto xq = all_finite_e4m3(m * k, rng), w = all_finite_e4m3(n * k, rng);
+  std::vector<float> xs(m * k / 128);
+  for (auto& s : xs) s = std::ldexp(1.f, -24 + int(rng() % 30));
+  std::vector<uint8_t> ws(((n + 127) / 128) * (k / 128));
+  for (auto& b : ws) b = uint8_t(127 - 20 + int(rng() % 24));
+  std::vector<bf16> want, gemv(m * n), gemm(m * n);
+  ref::linear_fp8(want, xq, xs, w, ws, m, n, k);
+  linear_fp8_gemv(gemv, xq, xs, w, ws, m, n, k);
+  linear_fp8_gemm(gemm, xq, xs, w, ws, m, n, k);
+  for (int64_t i = 0; i < m * n; ++i) {
+    ASSERT_EQ(gemv[i].bits, want[i].bits) << i;
+    ASSERT_EQ(gemm[i].bits, want[i].bits) << i;
+  }
+}
+
+TEST(LinearPaths, Fp8NanCodesPropagate) {
+  std::mt19937 rng(103);
+  const int64_t m = 5, n = 8, k = 256;
+  auto xq = all_finite_e4m3(m * k, rng), w = all_finite_e4m3(n * k, rng);
+  const std::vector<float> xs(m * k / 128, 1.f);
+  const std::vector<uint8_t> ws(k / 128, 127);
+  w[3 * k + 77] = 0xff;  // weight row 3: NaN
+  xq[2 * k + 200] = 0x7f;  // activation row 2: NaN
+  for (const int64_t rows : {int64_t(1), int64_t(m)}) {
+    std::vector<bf16> y(rows * n);
+    linear_fp8(y, std::span(xq).first(rows * k), std::span(xs).first(rows * k / 128), w, ws, rows, n, k);
+    for (int64_t i = 0; i < rows; ++i)
+      for (int64_t j = 0; j < n; ++j)
+        EXPECT_EQ(std::isnan(bf16_to_f32(y[i * n + j])), i == 2 || j == 3) << "rows=" << rows << " " << i << "," << j;
+  }
+}
+
+}  // namespace
+}  // namespace dsv4::kernels
