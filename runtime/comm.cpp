@@ -4,6 +4,8 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <chrono>
+#include <thread>
 
 #include <cstdio>
 #include <limits>
@@ -65,7 +67,15 @@ void Comm::allgather(const void* send, int64_t bytes, void* recv) const {
 
 void Comm::broadcast(void* data, int64_t bytes, int root) const {
   if (bytes > std::numeric_limits<int>::max()) throw Error("MPI broadcast too large");
-  MPI_Bcast(data, int(bytes), MPI_BYTE, root, MPI_COMM_WORLD);
+  // Waiting ranks sleep between polls: a blocking MPI_Bcast spins, and on an oversubscribed node the
+  // spinning ranks starve the root while it does host work first (e.g. loading the tokenizer).
+  MPI_Request req;
+  MPI_Ibcast(data, int(bytes), MPI_BYTE, root, MPI_COMM_WORLD, &req);
+  for (int done = 0;;) {
+    MPI_Test(&req, &done, MPI_STATUS_IGNORE);
+    if (done) break;
+    std::this_thread::sleep_for(std::chrono::microseconds(200));
+  }
 }
 
 void Comm::barrier() const { MPI_Barrier(MPI_COMM_WORLD); }

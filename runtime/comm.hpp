@@ -27,7 +27,7 @@ class Comm {
                  void* recv, std::span<const int64_t> recv_counts, std::span<const int64_t> recv_displs) const;
   void alltoall_i64(std::span<const int64_t> send, std::span<int64_t> recv) const;  // one value per peer
   void allgather(const void* send, int64_t bytes, void* recv) const;                // equal blocks
-  void broadcast(void* data, int64_t bytes, int root) const;                         // root's bytes to all
+  void broadcast(void* data, int64_t bytes, int root) const;  // root's bytes to all; waiting ranks sleep-poll
   void barrier() const;
   double wtime() const;
 

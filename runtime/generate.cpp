@@ -79,7 +79,8 @@ std::string preview(const std::string& s, size_t n) {
   while (r.size() < s.size() && !r.empty() && (static_cast<unsigned char>(s[r.size()]) & 0xC0) == 0x80) r.pop_back();
   for (char& c : r)
     if (c == '\n' || c == '\t' || c == '\r') c = ' ';
-  return r.size() < s.size() ? r + "..." : r;
+  if (r.size() < s.size()) r.append("...");
+  return r;
 }
 
 // Rank 0 tokenizes every prompt and broadcasts the ids (only rank 0 loads the tokenizer).
