@@ -91,7 +91,15 @@ void map_and_check(const std::string& path, uint32_t kind, int64_t rank, bool ve
     if (e.offset != uint64_t(w.offset) || e.bytes != uint64_t(w.bytes))
       fail("tensor " + name + ": expected offset " + std::to_string(w.offset) + " bytes " + std::to_string(w.bytes) +
            ", got offset " + std::to_string(e.offset) + " bytes " + std::to_string(e.bytes));
-    if (verify && XXH3_64bits(data + e.offset, e.bytes) != e.xxh3) fail("tensor " + name + ": checksum mismatch");
+    if (verify) {
+      if (XXH3_64bits(data + e.offset, e.bytes) != e.xxh3) fail("tensor " + name + ": checksum mismatch");
+      // Hashing touched every page: drop them from this process (they stay in the page cache and fault
+      // back on first use), so verifying a large file does not make its whole size resident.
+      const uintptr_t page = uintptr_t(::sysconf(_SC_PAGESIZE));
+      const uintptr_t b = (uintptr_t(data + e.offset) + page - 1) / page * page;
+      const uintptr_t end = uintptr_t(data + e.offset + e.bytes) / page * page;
+      if (end > b) ::madvise(reinterpret_cast<void*>(b), end - b, MADV_DONTNEED);
+    }
     sum.bytes += e.bytes;
     ++i;
   }

@@ -1,14 +1,21 @@
 #include "tools/checkpoint/convert.hpp"
 
 #include <fcntl.h>
+#include <signal.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 #include <xxhash.h>
 
+#include <cerrno>
 #include <chrono>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <memory>
+#include <set>
 #include <vector>
 
 #include "kernels/numerics.hpp"
@@ -20,6 +27,8 @@ namespace dsv4 {
 namespace {
 
 namespace fs = std::filesystem;
+
+constexpr size_t kChunk = 64u << 20;  // bytes per write of a copied tensor
 
 // How one converted tensor is made from the checkpoint (spec §3 post-processing).
 enum class Transform { Copy, HeadShard, DequantWoA };
@@ -91,11 +100,15 @@ std::vector<Job> plan_jobs(const st::Checkpoint& ck, const WeightsTarget& t, pla
 class Progress {
  public:
   Progress(uint64_t total, bool on) : total_(total), on_(on), t0_(clock::now()), last_(t0_) {}
+  ~Progress() {  // an unfinished bar (an error) ends its line, so the message starts on a fresh one
+    if (on_ && shown_ && done_ < total_) std::fputc('\n', stderr);
+  }
   void add(uint64_t n, const std::string& what) {
     done_ += n;
     const auto now = clock::now();
     if (!on_ || (now - last_ < std::chrono::milliseconds(500) && done_ < total_)) return;
     last_ = now;
+    shown_ = true;
     const double s = std::chrono::duration<double>(now - t0_).count();
     const double rate = done_ / std::max(s, 1e-9);
     const double eta = rate > 0 ? (total_ - done_) / rate : 0;
@@ -109,45 +122,111 @@ class Progress {
  private:
   using clock = std::chrono::steady_clock;
   uint64_t total_, done_ = 0;
-  bool on_;
+  bool on_, shown_ = false;
   clock::time_point t0_, last_;
 };
 
-void pwrite_all(int fd, const void* p, size_t n, uint64_t off, const std::string& path) {
+std::string mib(uint64_t b) {
+  char s[32];
+  std::snprintf(s, sizeof s, "%.1f MiB", b / 1048576.0);
+  return s;
+}
+
+// An I/O failure while producing the weights dir, with disk-full and file-size-limit spelled out.
+[[noreturn]] void io_error(const std::string& path, const std::string& what, int err, uint64_t need_total) {
+  std::string m = path + ": " + what + ": " + std::strerror(err);
+  if (err == ENOSPC || err == EDQUOT)
+    m += " (disk full: the weights dir needs " + std::to_string(need_total) + " bytes, " + mib(need_total) + ")";
+  else if (err == EFBIG)
+    m += " (the file would exceed the file size limit: check `ulimit -f` and the filesystem's maximum file size)";
+  throw Error(m);
+}
+
+void pwrite_all(int fd, const void* p, size_t n, uint64_t off, const std::string& path, uint64_t need_total) {
   const char* c = static_cast<const char*>(p);
   while (n) {
-    const ssize_t k = ::pwrite(fd, c, n, off);
-    if (k <= 0) throw Error(path + ": write failed at offset " + std::to_string(off) + ": " + std::strerror(errno));
+    const ssize_t k = ::pwrite(fd, c, n, off_t(off));
+    if (k < 0 && errno == EINTR) continue;
+    if (k <= 0) io_error(path, "write failed at offset " + std::to_string(off), k < 0 ? errno : ENOSPC, need_total);
     c += k, n -= size_t(k), off += uint64_t(k);
   }
 }
 
+void pread_all(int fd, void* p, size_t n, uint64_t off, const std::string& path) {
+  char* c = static_cast<char*>(p);
+  while (n) {
+    const ssize_t k = ::pread(fd, c, n, off_t(off));
+    if (k < 0 && errno == EINTR) continue;
+    if (k <= 0)
+      throw Error(path + ": read-back failed at offset " + std::to_string(off) + ": " +
+                  (k < 0 ? std::strerror(errno) : "unexpected end of file"));
+    c += k, n -= size_t(k), off += uint64_t(k);
+  }
+}
+
+// Drops a source tensor's pages from this process (they stay in the page cache): the converter's
+// resident memory stays at a few buffers however large the checkpoint is.
+void release(std::span<const uint8_t> s) {
+  if (s.empty()) return;
+  const uintptr_t page = uintptr_t(::sysconf(_SC_PAGESIZE));
+  const uintptr_t b = uintptr_t(s.data()) / page * page, e = uintptr_t(s.data() + s.size());
+  ::madvise(reinterpret_cast<void*>(b), e - b, MADV_DONTNEED);
+}
+
+// The size of one converted file: header, tensor table, data section.
+uint64_t data_offset_for(size_t n_tensors) {
+  return (sizeof(wfile::FileHeader) + n_tensors * sizeof(wfile::TensorEntry) + wfile::kDataAlign - 1) /
+         wfile::kDataAlign * wfile::kDataAlign;
+}
+
+// Writes ignore SIGXFSZ while alive: past `ulimit -f` a write then fails with EFBIG, which is reported
+// as an error (and the partial folder removed), instead of the signal killing the process.
+struct IgnoreSigxfsz {
+  struct sigaction old {};
+  IgnoreSigxfsz() {
+    struct sigaction ign {};
+    ign.sa_handler = SIG_IGN;
+    sigemptyset(&ign.sa_mask);
+    ::sigaction(SIGXFSZ, &ign, &old);
+  }
+  ~IgnoreSigxfsz() { ::sigaction(SIGXFSZ, &old, nullptr); }
+};
+
 // Produces one tensor's payload in chunks and writes them; returns the payload's XXH3.
 uint64_t write_tensor(int fd, const std::string& path, uint64_t data_off, const Job& j, const WeightsTarget& t,
-                      int64_t rank, Progress& prog) {
-  XXH3_state_t* h = XXH3_createState();
+                      int64_t rank, uint64_t need_total, Progress& prog) {
+  std::unique_ptr<XXH3_state_t, XXH_errorcode (*)(XXH3_state_t*)> state(XXH3_createState(), XXH3_freeState);
+  XXH3_state_t* h = state.get();
   XXH3_64bits_reset(h);
   const plan::Weight& w = *j.w;
   uint64_t off = data_off + w.offset;
   auto emit = [&](const void* p, size_t n) {
-    pwrite_all(fd, p, n, off, path);
+    pwrite_all(fd, p, n, off, path, need_total);
     XXH3_64bits_update(h, p, n);
     off += n;
-    prog.add(n, w.name);
+    prog.add(n, j.src);
   };
   const auto src = j.in->file->data(*j.in->info);
   switch (j.how) {
     case Transform::Copy: {
-      for (size_t done = 0; done < src.size(); done += 64u << 20) emit(src.data() + done, std::min<size_t>(64u << 20, src.size() - done));
+      for (size_t done = 0; done < src.size(); done += kChunk) {
+        const size_t n = std::min(kChunk, src.size() - done);
+        emit(src.data() + done, n);
+        release(src.subspan(done, n));
+      }
       break;
     }
     case Transform::HeadShard: {  // rows [rank*shard, +shard) of head.weight; rows past the vocabulary are zero
       const int64_t row_bytes = w.shape[1] * 2;
-      std::vector<uint8_t> zero(static_cast<size_t>(row_bytes), 0);
-      for (int64_t r = 0; r < w.shape[0]; ++r) {
-        const int64_t g = rank * t.vocab_shard + r;
-        emit(g < t.vocab_size ? src.data() + g * row_bytes : zero.data(), size_t(row_bytes));
+      const int64_t g0 = std::min(rank * t.vocab_shard, t.vocab_size), g1 = std::min(g0 + w.shape[0], t.vocab_size);
+      const size_t real = size_t((g1 - g0) * row_bytes);
+      for (size_t done = 0; done < real; done += kChunk) {
+        const size_t n = std::min(kChunk, real - done);
+        emit(src.data() + g0 * row_bytes + done, n);
+        release(src.subspan(size_t(g0 * row_bytes) + done, n));
       }
+      std::vector<uint8_t> zero(static_cast<size_t>(row_bytes), 0);
+      for (int64_t r = g1 - g0; r < w.shape[0]; ++r) emit(zero.data(), zero.size());
       break;
     }
     case Transform::DequantWoA: {  // convert.py: bf16(fp8 x 2^(s-127)) per 128x128 block (exact)
@@ -162,14 +241,15 @@ uint64_t write_tensor(int fd, const std::string& path, uint64_t data_off, const 
       break;
     }
   }
-  const uint64_t d = XXH3_64bits_digest(h);
-  XXH3_freeState(h);
-  return d;
+  release(src);
+  if (j.scale) release(j.scale->file->data(*j.scale->info));
+  return XXH3_64bits_digest(h);
 }
 
-// Writes one converted file to `path` (already inside the partial folder) and verifies it.
+// Writes one converted file to `path` (already inside the partial folder) and verifies it by reading
+// it back: header and table byte for byte, every payload against its XXH3.
 void write_file(const std::string& path, uint32_t kind, int64_t rank, const std::vector<Job>& jobs,
-                const WeightsTarget& t, uint64_t data_bytes, Progress& prog) {
+                const WeightsTarget& t, uint64_t data_bytes, uint64_t need_total, Progress& prog) {
   wfile::FileHeader hdr{};
   std::memcpy(hdr.magic, wfile::kMagic, 8);
   hdr.version = wfile::kVersion;
@@ -179,16 +259,18 @@ void write_file(const std::string& path, uint32_t kind, int64_t rank, const std:
   hdr.ranks = uint32_t(t.ranks);
   hdr.n_tensors = jobs.size();
   hdr.table_offset = sizeof(hdr);
-  hdr.data_offset = (sizeof(hdr) + jobs.size() * sizeof(wfile::TensorEntry) + wfile::kDataAlign - 1) /
-                    wfile::kDataAlign * wfile::kDataAlign;
+  hdr.data_offset = data_offset_for(jobs.size());
   hdr.data_bytes = data_bytes;
   std::snprintf(hdr.config_name, sizeof hdr.config_name, "%s", t.config_name.c_str());
+  const uint64_t size = hdr.data_offset + data_bytes;
 
-  const int fd = ::open(path.c_str(), O_CREAT | O_TRUNC | O_WRONLY, 0644);
-  if (fd < 0) throw Error(path + ": cannot create: " + std::strerror(errno));
+  const int fd = ::open(path.c_str(), O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0644);
+  if (fd < 0) io_error(path, "cannot create", errno, need_total);
   std::vector<wfile::TensorEntry> table(jobs.size());
   try {
-    if (::ftruncate(fd, off_t(hdr.data_offset + data_bytes)) != 0) throw Error(path + ": cannot size file");
+    // Reserve the whole file first: a full disk or `ulimit -f` fails here, before the data is streamed.
+    if (const int e = ::posix_fallocate(fd, 0, off_t(size)); e != 0)
+      io_error(path, "cannot reserve " + std::to_string(size) + " bytes", e, need_total);
     for (size_t i = 0; i < jobs.size(); ++i) {
       const plan::Weight& w = *jobs[i].w;
       wfile::TensorEntry& e = table[i];
@@ -199,29 +281,41 @@ void write_file(const std::string& path, uint32_t kind, int64_t rank, const std:
       for (int d = 0; d < 4; ++d) e.shape[d] = w.shape[d];
       e.offset = uint64_t(w.offset);
       e.bytes = uint64_t(w.bytes);
-      e.xxh3 = write_tensor(fd, path, hdr.data_offset, jobs[i], t, rank, prog);
+      e.xxh3 = write_tensor(fd, path, hdr.data_offset, jobs[i], t, rank, need_total, prog);
     }
-    pwrite_all(fd, table.data(), table.size() * sizeof(wfile::TensorEntry), hdr.table_offset, path);
-    pwrite_all(fd, &hdr, sizeof hdr, 0, path);
-    if (::fsync(fd) != 0) throw Error(path + ": fsync failed");
-    ::close(fd);
+    pwrite_all(fd, table.data(), table.size() * sizeof(wfile::TensorEntry), hdr.table_offset, path, need_total);
+    pwrite_all(fd, &hdr, sizeof hdr, 0, path, need_total);
+    if (::fsync(fd) != 0) io_error(path, "fsync failed", errno, need_total);
   } catch (...) {
     ::close(fd);
     throw;
   }
-  // Verify: map the written file and re-hash every payload.
-  const int rfd = ::open(path.c_str(), O_RDONLY);
-  const size_t size = size_t(hdr.data_offset + data_bytes);
-  void* m = size ? ::mmap(nullptr, size, PROT_READ, MAP_SHARED, rfd, 0) : nullptr;
-  ::close(rfd);
-  if (m == MAP_FAILED) throw Error(path + ": cannot map for verification");
-  const auto* base = static_cast<const uint8_t*>(m) + hdr.data_offset;
-  for (const auto& e : table)
-    if (XXH3_64bits(base + e.offset, e.bytes) != e.xxh3) {
-      ::munmap(m, size);
-      throw Error(path + ": tensor " + e.name + ": checksum mismatch after writing");
+  if (::close(fd) != 0) io_error(path, "close failed", errno, need_total);
+
+  // Verify by reading back through a small buffer (no mapping: resident memory stays small).
+  const int rfd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (rfd < 0) throw Error(path + ": cannot reopen for verification: " + std::strerror(errno));
+  struct Closer {
+    int fd;
+    ~Closer() { ::close(fd); }
+  } closer{rfd};
+  std::vector<uint8_t> buf(std::max<size_t>(kChunk / 4, sizeof hdr + table.size() * sizeof(wfile::TensorEntry)));
+  pread_all(rfd, buf.data(), sizeof hdr + table.size() * sizeof(wfile::TensorEntry), 0, path);
+  if (std::memcmp(buf.data(), &hdr, sizeof hdr) != 0 ||
+      std::memcmp(buf.data() + sizeof hdr, table.data(), table.size() * sizeof(wfile::TensorEntry)) != 0)
+    throw Error(path + ": header or tensor table differs from what was written");
+  std::unique_ptr<XXH3_state_t, XXH_errorcode (*)(XXH3_state_t*)> state(XXH3_createState(), XXH3_freeState);
+  for (const auto& e : table) {
+    XXH3_64bits_reset(state.get());
+    for (uint64_t done = 0; done < e.bytes;) {
+      const size_t n = size_t(std::min<uint64_t>(buf.size(), e.bytes - done));
+      pread_all(rfd, buf.data(), n, hdr.data_offset + e.offset + done, path);
+      XXH3_64bits_update(state.get(), buf.data(), n);
+      done += n;
     }
-  if (m) ::munmap(m, size);
+    if (XXH3_64bits_digest(state.get()) != e.xxh3)
+      throw Error(path + ": tensor " + e.name + ": checksum mismatch after writing");
+  }
 }
 
 }  // namespace
@@ -243,32 +337,107 @@ std::string source_name(const plan::Weight& w, int64_t rank, int64_t experts_per
   return n.replace(at, 3, std::to_string(e));
 }
 
-void convert_checkpoint(const std::string& hf_dir, const std::string& out_dir, const WeightsTarget& t,
-                        const ConvertOptions& opt) {
-  if (fs::exists(out_dir)) throw Error(out_dir + ": already exists; remove it or choose another output folder");
+ConvertSummary convert_checkpoint(const std::string& hf_dir, const std::string& out_dir, const WeightsTarget& t,
+                                  const ConvertOptions& opt) {
+  const auto t0 = std::chrono::steady_clock::now();
+  ConvertSummary sum;
+  std::error_code ec;
+  // The output: a new folder in an existing one, never inside the input checkpoint.
+  if (fs::exists(fs::symlink_status(out_dir, ec)))
+    throw Error(out_dir + ": already exists; remove it or choose another output folder");
+  const fs::path out_abs = fs::absolute(out_dir, ec);
+  const fs::path parent = out_abs.parent_path();
+  if (!fs::is_directory(parent, ec))
+    throw Error(out_dir + ": cannot create the output folder: " + parent.string() +
+                (fs::exists(parent, ec) ? " is not a directory" : " does not exist"));
+  const fs::path in_dir = fs::is_regular_file(hf_dir, ec) ? fs::absolute(hf_dir, ec).parent_path() : fs::path(hf_dir);
+  const fs::path in_canon = fs::weakly_canonical(in_dir, ec), out_canon = fs::weakly_canonical(out_abs, ec);
+  {
+    const std::string a = in_canon.string() + "/", b = out_canon.string() + "/";
+    if (b.compare(0, a.size(), a) == 0)
+      throw Error(out_dir + ": the output folder is inside the input checkpoint folder " + hf_dir +
+                  "; the converter never writes into its input");
+  }
+
   const st::Checkpoint ck = st::Checkpoint::open(hf_dir, true);
 
   // Check everything first: a bad checkpoint fails before a byte is written.
   const auto rep = plan_jobs(ck, t, plan::WeightFile::Replicated, 0, hf_dir);
   std::vector<std::vector<Job>> ranks;
   for (int64_t r = 0; r < t.ranks; ++r) ranks.push_back(plan_jobs(ck, t, plan::WeightFile::Rank, r, hf_dir));
-  uint64_t total = uint64_t(t.replicated_bytes);
-  for (int64_t r = 0; r < t.ranks; ++r) total += uint64_t(t.rank_bytes);
+  // payload: tensor bytes produced (the progress bar's total); need: bytes of the files on disk.
+  uint64_t payload = 0, need = data_offset_for(rep.size()) + uint64_t(t.replicated_bytes);
+  for (const Job& j : rep) payload += uint64_t(j.w->bytes);
+  for (int64_t r = 0; r < t.ranks; ++r) {
+    need += data_offset_for(ranks[size_t(r)].size()) + uint64_t(t.rank_bytes);
+    for (const Job& j : ranks[size_t(r)]) payload += uint64_t(j.w->bytes);
+  }
 
-  const std::string partial = out_dir + ".partial";
-  fs::remove_all(partial);
-  fs::create_directories(partial);
+  // Checkpoint tensors the plan does not read: MTP blocks are expected (skipped, counted); anything else
+  // is named in a warning and skipped.
+  std::set<std::string> used;
+  auto mark = [&](const std::vector<Job>& js) {
+    for (const Job& j : js) {
+      used.insert(j.src);
+      if (j.scale) used.insert(j.scale->info->name);
+    }
+  };
+  mark(rep);
+  for (const auto& js : ranks) mark(js);
+  for (const auto& [name, e] : ck.tensors()) {
+    if (used.count(name)) continue;
+    if (name.rfind("mtp.", 0) == 0) ++sum.mtp_skipped;
+    else sum.unknown.push_back(name);
+  }
+  if (opt.warnings)
+    for (size_t i = 0; i < sum.unknown.size(); ++i) {
+      if (i == 20) {
+        std::fprintf(stderr, "dsv4: warning: ... and %zu more unknown tensors, skipped\n", sum.unknown.size() - 20);
+        break;
+      }
+      const auto* e = ck.find(sum.unknown[i]);
+      std::fprintf(stderr, "dsv4: warning: %s: tensor %s is not part of plan %s (unknown tensor); skipped\n",
+                   e->file->path().c_str(), sum.unknown[i].c_str(), t.config_name.c_str());
+    }
+
+  // Free space, before the first byte: a full disk is a clear error, not a half-written folder.
+  struct statvfs vfs {};
+  if (::statvfs(parent.c_str(), &vfs) == 0) {
+    const uint64_t avail = uint64_t(vfs.f_bavail) * uint64_t(vfs.f_frsize);
+    if (avail < need)
+      throw Error(parent.string() + ": not enough free space: the weights dir needs " + std::to_string(need) +
+                  " bytes (" + mib(need) + "), " + std::to_string(avail) + " bytes (" + mib(avail) + ") are available");
+  }
+
+  const std::string partial = out_abs.string() + ".partial";
+  fs::remove_all(partial, ec);  // left over from an interrupted run
+  if (::mkdir(partial.c_str(), 0755) != 0)
+    throw Error(partial + ": cannot create the output folder: " + std::strerror(errno));
   try {
-    Progress prog(total, opt.progress);
-    write_file(partial + "/" + replicated_file_name(), wfile::kKindReplicated, 0, rep, t, uint64_t(t.replicated_bytes), prog);
+    const IgnoreSigxfsz no_sigxfsz;
+    Progress prog(payload, opt.progress);
+    write_file(partial + "/" + replicated_file_name(), wfile::kKindReplicated, 0, rep, t, uint64_t(t.replicated_bytes),
+               need, prog);
     for (int64_t r = 0; r < t.ranks; ++r)
-      write_file(partial + "/" + rank_file_name(r, t.ranks), wfile::kKindRank, r, ranks[r], t, uint64_t(t.rank_bytes), prog);
-    fs::rename(partial, out_dir);
+      write_file(partial + "/" + rank_file_name(r, t.ranks), wfile::kKindRank, r, ranks[size_t(r)], t,
+                 uint64_t(t.rank_bytes), need, prog);
+    fs::rename(partial, out_abs, ec);
+    if (ec) throw Error(partial + ": rename to " + out_abs.string() + " failed: " + ec.message());
   } catch (...) {
-    std::error_code ec;
     fs::remove_all(partial, ec);
     throw;
   }
+
+  sum.files = 1 + t.ranks;
+  sum.tensors = int64_t(rep.size());
+  for (const auto& js : ranks) sum.tensors += int64_t(js.size());
+  sum.bytes = need;
+  sum.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  sum.mb_per_s = double(need) / 1e6 / std::max(sum.seconds, 1e-9);
+  struct rusage ru {};
+  ::getrusage(RUSAGE_SELF, &ru);
+  sum.peak_rss_bytes = uint64_t(ru.ru_maxrss) * 1024;
+  return sum;
 }
 
 }  // namespace dsv4

@@ -3,6 +3,7 @@
 #include <cstdint>
 #include <span>
 #include <string>
+#include <vector>
 
 #include "plan/ir.hpp"
 
@@ -26,12 +27,26 @@ std::string source_name(const plan::Weight& w, int64_t rank, int64_t experts_per
 
 struct ConvertOptions {
   bool progress = true;  // progress bar with bytes and ETA on stderr
+  bool warnings = true;  // print "dsv4: warning: ..." lines (unknown tensors) on stderr
 };
 
-// Converts `hf_dir` into `out_dir` (which must not exist): writes into `out_dir.partial/`, verifies
-// every file's checksums by re-reading, then renames the folder. Never writes into hf_dir. Throws
-// dsv4::Error naming the tensor / file / field on any mismatch before writing anything.
-void convert_checkpoint(const std::string& hf_dir, const std::string& out_dir, const WeightsTarget& target,
-                        const ConvertOptions& opt = {});
+struct ConvertSummary {
+  int64_t tensors = 0;                // tensor entries written over all files
+  int64_t files = 0;                  // .dsv4w files written
+  uint64_t bytes = 0;                 // bytes of the files written (headers, tables, data sections)
+  int64_t mtp_skipped = 0;            // mtp.* checkpoint tensors (not part of the main model), skipped
+  std::vector<std::string> unknown;   // other checkpoint tensors the plan does not read: warned, skipped
+  double seconds = 0;                 // wall time of the whole conversion (checks, writing, verification)
+  double mb_per_s = 0;                // bytes / seconds, in 1e6 bytes per second
+  uint64_t peak_rss_bytes = 0;        // the process's peak resident set size at the end (getrusage)
+};
+
+// Converts `hf_dir` into `out_dir` (which must not exist): checks every source tensor and the free
+// space first, writes into `out_dir.partial/`, verifies every file's checksums by re-reading, then
+// renames the folder. Streams tensor by tensor (source pages are released after use), never writes
+// into hf_dir. Throws dsv4::Error naming the tensor / file / field; on any failure the partial folder
+// is removed, so nothing is left behind.
+ConvertSummary convert_checkpoint(const std::string& hf_dir, const std::string& out_dir, const WeightsTarget& target,
+                                  const ConvertOptions& opt = {});
 
 }  // namespace dsv4

@@ -208,7 +208,7 @@ SafetensorsFile SafetensorsFile::open(const std::string& path, bool map_data) {
     if (t.end > data_size)
       throw Error(at + ": field 'data_offsets': end " + std::to_string(t.end) +
                   " is outside the file (data section is " + std::to_string(data_size) + " bytes, file " +
-                  std::to_string(f.file_size_) + " bytes)");
+                  std::to_string(f.file_size_) + " bytes: truncated, or a corrupt header)");
     uint64_t expect = 0;
     if (mul_overflow(numel, uint64_t(hf_dtype_size(t.dtype)), &expect))
       throw Error(at + ": field 'shape': byte size overflows 64 bits");
