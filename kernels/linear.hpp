@@ -55,8 +55,10 @@ void linear_bf16(std::span<bf16> y, std::span<const bf16> x, std::span<const bf1
 void linear_bf16_grouped(std::span<bf16> y, std::span<const bf16> x, std::span<const bf16> w,
                          int64_t m, int64_t groups, int64_t n, int64_t k);
 
-// FP32 linear with bf16-stored weights (compressor wkv/wgate, gate, head): y fp32 [m, n];
-// x fp32 [m, k]; w bf16 [n, k] (widened exactly to fp32). k % 128 == 0.
+// FP32 linear with bf16-stored weights (compressor wkv/wgate, gate, head), in the reference's order:
+// torch's CPU fp32 F.linear sums each output sequentially over k (checked bit-exactly on the golden gate
+// logits); with bf16-valued x every product is exact in fp32, so y[i][j] = ((x0*w0 + x1*w1) + ...) with an
+// fp32 rounding after each addition. y fp32 [m, n]; x fp32 [m, k]; w bf16 [n, k]. Threads split n.
 void linear_f32(std::span<float> y, std::span<const float> x, std::span<const bf16> w,
                 int64_t m, int64_t n, int64_t k);
 
@@ -65,9 +67,5 @@ void linear_bf16_gemv(std::span<bf16> y, std::span<const bf16> x, std::span<cons
                       int64_t m, int64_t n, int64_t k);
 void linear_bf16_gemm(std::span<bf16> y, std::span<const bf16> x, std::span<const bf16> w,
                       int64_t m, int64_t n, int64_t k);
-void linear_f32_gemv(std::span<float> y, std::span<const float> x, std::span<const bf16> w,
-                     int64_t m, int64_t n, int64_t k);
-void linear_f32_gemm(std::span<float> y, std::span<const float> x, std::span<const bf16> w,
-                     int64_t m, int64_t n, int64_t k);
 
 }  // namespace dsv4::kernels

@@ -33,19 +33,13 @@ inline void decode_bf16_128(const bf16* p, double* out) {
     for (int j = 0; j < 8; ++j) _mm512_store_pd(out + 64 * h + 8 * j, d[j]);
   }
 }
-inline void decode_f32_128(const float* p, double* out) {
-  for (int j = 0; j < 16; ++j) _mm512_store_pd(out + 8 * j, _mm512_cvtps_pd(_mm256_loadu_ps(p + 8 * j)));
-}
 #else
 inline void decode_bf16_128(const bf16* p, double* out) {
   for (int i = 0; i < kBlk; ++i) out[i] = bf16_to_f32(p[i]);
 }
-inline void decode_f32_128(const float* p, double* out) {
-  for (int i = 0; i < kBlk; ++i) out[i] = p[i];
-}
 #endif
 
-// Shared by both dense kinds: weights bf16 [n, k] with row stride ldw, fp64 accumulation.
+// bf16 x bf16 with bf16 [n, k] weights, fp64 accumulation (exact sum, one rounding).
 template <class X, class Y>
 struct DenseProblem {
   int64_t m, n, k;
@@ -55,8 +49,7 @@ struct DenseProblem {
   Y* y;           // [m, n], row stride ldy (bf16 or fp32)
   int64_t ldy;
   void decode_a(int64_t r, int64_t kb, double* out) const {
-    if constexpr (std::is_same_v<X, bf16>) decode_bf16_128(x + r * ldx + kb * kBlk, out);
-    else decode_f32_128(x + r * ldx + kb * kBlk, out);
+    decode_bf16_128(x + r * ldx + kb * kBlk, out);
   }
   void decode_b(int64_t r, int64_t kb, double* out) const { decode_bf16_128(w + r * k + kb * kBlk, out); }
 #ifdef __AVX512F__
@@ -72,13 +65,11 @@ struct DenseProblem {
   double sb(int64_t, int64_t) const { return 1.0; }
   static double step(double acc, double blk, double) { return acc + blk; }
   void store(int64_t r, int64_t c, double acc) const {
-    if constexpr (std::is_same_v<Y, bf16>) y[r * ldy + c] = f64_to_bf16(acc);  // bf16 GEMM: one rounding
-    else y[r * ldy + c] = float(acc);  // F.linear fp32 output: one rounding from the fp64 sum
+    y[r * ldy + c] = f64_to_bf16(acc);  // bf16 GEMM: one rounding
   }
 };
 
 using Bf16Problem = DenseProblem<bf16, bf16>;
-using F32Problem = DenseProblem<float, float>;
 
 enum class Path { kAuto, kGemv, kGemm };
 
@@ -97,12 +88,6 @@ void bf16_linear(std::span<bf16> y, std::span<const bf16> x, std::span<const bf1
                  int64_t k, Path path) {
   assert(int64_t(y.size()) >= m * n && int64_t(x.size()) >= m * k && int64_t(w.size()) >= n * k);
   run(Bf16Problem{m, n, k, x.data(), k, w.data(), y.data(), n}, path);
-}
-
-void f32_linear(std::span<float> y, std::span<const float> x, std::span<const bf16> w, int64_t m, int64_t n,
-                int64_t k, Path path) {
-  assert(int64_t(y.size()) >= m * n && int64_t(x.size()) >= m * k && int64_t(w.size()) >= n * k);
-  run(F32Problem{m, n, k, x.data(), k, w.data(), y.data(), n}, path);
 }
 
 }  // namespace
@@ -127,19 +112,6 @@ void linear_bf16_grouped(std::span<bf16> y, std::span<const bf16> x, std::span<c
   for (int64_t g = 0; g < groups; ++g)  // einsum "bsgd,grd->bsgr": one independent linear per group
     run(Bf16Problem{m, n, k, x.data() + g * k, groups * k, w.data() + g * n * k, y.data() + g * n, groups * n},
         Path::kAuto);
-}
-
-void linear_f32(std::span<float> y, std::span<const float> x, std::span<const bf16> w, int64_t m, int64_t n,
-                int64_t k) {
-  f32_linear(y, x, w, m, n, k, Path::kAuto);
-}
-void linear_f32_gemv(std::span<float> y, std::span<const float> x, std::span<const bf16> w, int64_t m,
-                     int64_t n, int64_t k) {
-  f32_linear(y, x, w, m, n, k, Path::kGemv);
-}
-void linear_f32_gemm(std::span<float> y, std::span<const float> x, std::span<const bf16> w, int64_t m,
-                     int64_t n, int64_t k) {
-  f32_linear(y, x, w, m, n, k, Path::kGemm);
 }
 
 }  // namespace dsv4::kernels

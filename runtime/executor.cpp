@@ -9,7 +9,6 @@
 #include "kernels/hc.hpp"
 #include "kernels/indexer.hpp"
 #include "kernels/linear.hpp"
-#include "kernels/linear_seq.hpp"
 #include "kernels/moe.hpp"
 #include "kernels/norm_rope.hpp"
 #include "kernels/quant.hpp"
@@ -184,7 +183,7 @@ void Executor::run_op(uint32_t i, const StepMeta& meta) {
       const auto& w = gen::kWeights[op.w[0]];
       const int64_t N = w.shape[0], K = w.shape[1];
       for (int64_t j = 0; j < n * K; ++j) xf32_[j] = bf16_to_f32(bf(op.in[0])[j]);
-      k::linear_f32_seq({f32(op.out[0]), size_t(n * N)}, {xf32_.data(), size_t(n * K)}, wbf(op.w[0]), n, N, K);
+      k::linear_f32({f32(op.out[0]), size_t(n * N)}, {xf32_.data(), size_t(n * K)}, wbf(op.w[0]), n, N, K);
       break;
     }
     case OpKind::QHeadNorm:
@@ -400,7 +399,7 @@ void Executor::run_op(uint32_t i, const StepMeta& meta) {
       // Expert outputs go back in the order they came; each lands at its source (token, slot) row.
       const int32_t* counts = i32(op.in[1]);
       const uint8_t* send = buf(op.in[2]);
-      const int64_t P = gen::kRanks, RB = gen::kMoeRowBytes;
+      const int64_t RB = gen::kMoeRowBytes;
       set_a2a(counts, D * 2, true);
       const double c0 = comm_.wtime();
       comm_.alltoallv(bf(op.in[0]), a2a_[0], a2a_[1], grp_out_.data(), a2a_[2], a2a_[3]);
@@ -444,7 +443,7 @@ void Executor::run_op(uint32_t i, const StepMeta& meta) {
     case OpKind::LmHeadShard: {
       const int64_t rows = rows_of(gen::kBuffers[op.in[0]]), V = gen::kVocabShard;
       for (int64_t j = 0; j < rows * D; ++j) xf32_[j] = bf16_to_f32(bf(op.in[0])[j]);
-      k::linear_f32_seq({f32(op.out[0]), size_t(rows * V)}, {xf32_.data(), size_t(rows * D)}, wbf(op.w[0]), rows, V, D);
+      k::linear_f32({f32(op.out[0]), size_t(rows * V)}, {xf32_.data(), size_t(rows * D)}, wbf(op.w[0]), rows, V, D);
       break;
     }
     case OpKind::LogitsGather: {  // shard rows of owner o -> o; o assembles its rows on the full vocabulary

@@ -222,30 +222,6 @@ TEST(LinearBf16, GroupedMatchesPerGroup) {
   }
 }
 
-TEST(LinearF32, PathsMatchCanonical) {
-  std::mt19937 rng(16);
-  std::normal_distribution<float> nd(0.f, 1.f);
-  for (const Fp8Case c : {Fp8Case{1, 50, 256}, {3, 9, 128}, {21, 37, 384}}) {
-    std::vector<float> x(c.m * c.k);
-    for (auto& v : x) v = nd(rng);
-    const auto w = random_bf16(c.n * c.k, rng, 0.05f, 4);
-    std::vector<float> a(c.m * c.n), b(c.m * c.n);
-    linear_f32(a, x, w, c.m, c.n, c.k);
-    linear_f32_gemm(b, x, w, c.m, c.n, c.k);
-    for (size_t i = 0; i < a.size(); ++i) ASSERT_EQ(std::bit_cast<uint32_t>(a[i]), std::bit_cast<uint32_t>(b[i]));
-    if (c.m <= 4) {
-      linear_f32_gemv(b, x, w, c.m, c.n, c.k);
-      for (size_t i = 0; i < a.size(); ++i) ASSERT_EQ(std::bit_cast<uint32_t>(a[i]), std::bit_cast<uint32_t>(b[i]));
-    }
-    for (int64_t i = 0; i < c.m; ++i)
-      for (int64_t j = 0; j < c.n; ++j) {
-        std::vector<double> xd(x.begin() + i * c.k, x.begin() + (i + 1) * c.k), wd(c.k);
-        for (int64_t t = 0; t < c.k; ++t) wd[t] = bf16_to_f32(w[j * c.k + t]);
-        ASSERT_EQ(a[i * c.n + j], float(ref::dense_dot_canonical(xd.data(), wd.data(), c.k)));
-      }
-  }
-}
-
 // By construction the kernels use only stack scratch; this checks that nothing reaches operator new
 // (OpenMP's thread pool is created by a first call before counting starts).
 TEST(Linear, NoAllocation) {

@@ -1,16 +1,16 @@
-// linear_f32_seq: the reference's sequential fp32 order, bit-exact against a plain loop, any shape.
+// linear_f32: the reference's sequential fp32 order, bit-exact against a plain loop, any shape.
 #include <gtest/gtest.h>
 
 #include <random>
 #include <vector>
 
-#include "kernels/linear_seq.hpp"
+#include "kernels/linear.hpp"
 
 namespace {
 
 using namespace dsv4;
 
-TEST(LinearSeq, MatchesSequentialScalarLoopBitExactly) {
+TEST(LinearF32, SequentialOrderBitExactAnyShape) {
   std::mt19937 rng(7);
   std::normal_distribution<float> nd(0.0f, 1.0f);
   for (auto [m, n, k] : {std::tuple{1, 16, 256}, {3, 37, 128}, {9, 33, 384}, {20, 100, 256}}) {
@@ -18,7 +18,7 @@ TEST(LinearSeq, MatchesSequentialScalarLoopBitExactly) {
     std::vector<bf16> w(size_t(n * k));
     for (auto& v : x) v = round_bf16(nd(rng));  // bf16-valued activations, as in the model
     for (auto& v : w) v = f32_to_bf16(nd(rng) * 0.05f);
-    kernels::linear_f32_seq(y, x, w, m, n, k);
+    kernels::linear_f32(y, x, w, m, n, k);
     for (int i = 0; i < m; ++i)
       for (int j = 0; j < n; ++j) {
         float acc = 0.0f;

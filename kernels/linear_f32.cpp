@@ -1,4 +1,4 @@
-#include "kernels/linear_seq.hpp"
+#include "kernels/linear.hpp"
 
 #include <immintrin.h>
 
@@ -22,7 +22,7 @@ void seq_block(float* y, const float* x, const bf16* w, int64_t m, int64_t n0, i
 
 }  // namespace
 
-void linear_f32_seq(std::span<float> y, std::span<const float> x, std::span<const bf16> w, int64_t m, int64_t n,
+void linear_f32(std::span<float> y, std::span<const float> x, std::span<const bf16> w, int64_t m, int64_t n,
                     int64_t k) {
   const int64_t full = n / kLanes * kLanes;
 #if defined(__AVX512F__)
