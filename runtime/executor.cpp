@@ -110,7 +110,6 @@ void Executor::run_op(uint32_t i, const StepMeta& meta) {
   auto bf = [&](uint32_t id) { return reinterpret_cast<bf16*>(arena_.data(id)); };
   auto f32 = [&](uint32_t id) { return reinterpret_cast<float*>(arena_.data(id)); };
   auto i32 = [&](uint32_t id) { return reinterpret_cast<int32_t*>(arena_.data(id)); };
-  auto wb = [&](uint32_t id) { return w_.data(id); };
   auto wspan = [&](uint32_t id) { return std::span<const uint8_t>(w_.data(id), size_t(gen::kWeights[id].bytes)); };
   auto wbf = [&](uint32_t id) {
     return std::span<const bf16>(w_.as<bf16>(id), size_t(gen::kWeights[id].bytes / 2));
