@@ -20,12 +20,6 @@ namespace {
 
 dsv4::ShapeConfig builtin_config() { return dsv4::parse_shape_config(dsv4::gen::kConfigJson, dsv4::gen::kConfigName, "built-in config"); }
 
-dsv4::WeightsTarget weights_target() {
-  using namespace dsv4::gen;
-  return {std::span(kWeights), kPlanHash, kConfigName, kRanks, kNumExperts, kExpertsPerRank, kVocabSize, kVocabShard,
-          kReplicatedWeightBytes, kRankWeightBytes};
-}
-
 // One-line progress bar with bytes and ETA on stderr.
 void progress_bar(const char* what, uint64_t done, uint64_t total, std::chrono::steady_clock::time_point t0) {
   static auto last = std::chrono::steady_clock::time_point{};
@@ -166,7 +160,7 @@ int main(int argc, char** argv) {
                   (long long)s.tensors, (long long)s.shards, s.tensor_bytes / 1048576.0, sec,
                   s.tensor_bytes / 1e6 / std::max(sec, 1e-9));
     } else if (convert->parsed()) {
-      const auto s = dsv4::convert_checkpoint(hf, out, weights_target());
+      const auto s = dsv4::convert_checkpoint(hf, out, dsv4::plan_weights_target());
       std::printf("wrote %s for plan %016llx (%s, %lld ranks): %lld tensors in %lld files, %.1f MiB\n", out.c_str(),
                   (unsigned long long)dsv4::gen::kPlanHash, dsv4::gen::kConfigName, (long long)dsv4::gen::kRanks,
                   (long long)s.tensors, (long long)s.files, s.bytes / 1048576.0);

@@ -2,6 +2,7 @@
 
 #include <cinttypes>
 #include <cstdio>
+#include <algorithm>
 #include <map>
 
 #include "layout.hpp"
@@ -49,6 +50,19 @@ nlohmann::ordered_json plan_info() {
   for (const auto& [name, v] : kinds) per_kind[name] = {{"layers", v.first}, {"ops_per_layer", v.second}};
   j["ops_per_layer_kind"] = per_kind;
   j["ops_top_level"] = top;
+
+  // Rank contracts: which experts, which vocabulary rows and which attention requests each rank owns.
+  ordered_json ranks = ordered_json::array();
+  for (int64_t r = 0; r < gen::kRanks; ++r) {
+    const int64_t e0 = gen::kMoeEp > 1 ? r * gen::kExpertsPerRank : 0;
+    const int64_t v0 = gen::kLmHeadTp > 1 ? r * gen::kVocabShard : 0;
+    const int64_t v1 = std::min(gen::kVocabSize, v0 + gen::kVocabShard);
+    ranks.push_back({{"rank", r},
+                     {"experts", {e0, e0 + gen::kExpertsPerRank}},
+                     {"vocab", {v0, v1}},
+                     {"attention", gen::kAttnDp > 1 ? "own requests (data-parallel)" : (r == 0 ? "all requests" : "none")}});
+  }
+  j["rank_contracts"] = ranks;
   return j;
 }
 
@@ -75,6 +89,15 @@ std::string plan_info_text(const nlohmann::ordered_json& j) {
     o += "  " + kind + std::string(8 - kind.size(), ' ') + std::to_string(v["layers"].get<int64_t>()) + " layers x " +
          std::to_string(v["ops_per_layer"].get<int64_t>()) + " ops\n";
   o += "  top     " + std::to_string(j["ops_top_level"].get<int64_t>()) + " ops (embedding, head, logits)\n";
+  o += "rank contracts      rank: experts [first, end), vocabulary rows [first, end), attention\n";
+  for (const auto& r : j["rank_contracts"]) {
+    char line[160];
+    std::snprintf(line, sizeof line, "  %4lld: experts [%lld, %lld)  vocab [%lld, %lld)  %s\n",
+                  (long long)r["rank"].get<int64_t>(), (long long)r["experts"][0].get<int64_t>(),
+                  (long long)r["experts"][1].get<int64_t>(), (long long)r["vocab"][0].get<int64_t>(),
+                  (long long)r["vocab"][1].get<int64_t>(), r["attention"].get<std::string>().c_str());
+    o += line;
+  }
   return o;
 }
 

@@ -111,6 +111,12 @@ void map_and_check(const std::string& path, uint32_t kind, int64_t rank, bool ve
 
 }  // namespace
 
+WeightsTarget plan_weights_target() {
+  using namespace gen;
+  return {std::span(kWeights), kPlanHash, kConfigName, kRanks, kNumExperts, kExpertsPerRank, kVocabSize, kVocabShard,
+          kReplicatedWeightBytes, kRankWeightBytes};
+}
+
 WeightStore WeightStore::open(const std::string& dir, int64_t rank, bool verify) {
   if (rank < 0 || rank >= gen::kRanks)
     throw Error("rank " + std::to_string(rank) + " is outside the plan's " + std::to_string(gen::kRanks) + " ranks");

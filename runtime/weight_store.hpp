@@ -6,8 +6,12 @@
 #include <vector>
 
 #include "plan/ir.hpp"
+#include "tools/checkpoint/convert.hpp"
 
 namespace dsv4 {
+
+// What this binary's plan requires of a weights dir (the converter's target).
+WeightsTarget plan_weights_target();
 
 class WeightStore {
  public:

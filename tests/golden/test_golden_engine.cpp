@@ -24,6 +24,7 @@
 #include "runtime/comm.hpp"
 #include "runtime/engine.hpp"
 #include "runtime/npy.hpp"
+#include "runtime/weight_store.hpp"
 #include "tools/checkpoint/convert.hpp"
 #include "weights.hpp"
 
@@ -55,12 +56,9 @@ std::unique_ptr<Engine>& engine() {
   if (!e) {
     const std::string dir = (fs::temp_directory_path() / ("dsv4_golden_w_" + std::to_string(::getpid()))).string();
     fs::remove_all(dir);
-    const WeightsTarget t{std::span(gen::kWeights), gen::kPlanHash, gen::kConfigName, gen::kRanks, gen::kNumExperts,
-                          gen::kExpertsPerRank, gen::kVocabSize, gen::kVocabShard, gen::kReplicatedWeightBytes,
-                          gen::kRankWeightBytes};
     ConvertOptions opt;
     opt.progress = false;
-    convert_checkpoint(DSV4_TINY_CKPT_DIR, dir, t, opt);
+    convert_checkpoint(DSV4_TINY_CKPT_DIR, dir, plan_weights_target(), opt);
     e = std::make_unique<Engine>(*g_comm, dir, true);
     fs::remove_all(dir);  // the mapping stays valid after unlink
   }
