@@ -9,9 +9,6 @@
 namespace dsv4 {
 namespace {
 
-bool ends_with(std::string_view s, std::string_view suf) {
-  return s.size() >= suf.size() && s.substr(s.size() - suf.size()) == suf;
-}
 
 }  // namespace
 
@@ -25,8 +22,8 @@ Engine::Engine(const Comm& comm, const std::string& weights_dir, bool verify)
   // Every compressor's carried state (main and indexer), reset per request slot on start.
   std::vector<KvCacheManager::CompressorState> states;
   for (uint32_t b = 0; b < gen::kNumBuffers; ++b)
-    if (ends_with(gen::kBuffers[b].name, "compressor.kv_state")) {
-      DSV4_ASSERT(ends_with(gen::kBuffers[b + 1].name, "compressor.score_state"), "state buffers are declared in pairs");
+    if (std::string_view(gen::kBuffers[b].name).ends_with("compressor.kv_state")) {
+      DSV4_ASSERT(std::string_view(gen::kBuffers[b + 1].name).ends_with("compressor.score_state"), "state buffers are declared in pairs");
       states.push_back({arena_.span<float>(b), arena_.span<float>(b + 1)});
     }
   kv_ = std::make_unique<KvCacheManager>(gen::kMaxRequestsPerRank, gen::kMaxContext, gen::kKvBlock,

@@ -42,14 +42,11 @@ std::string golden_name(const std::string& name) {
   return name;
 }
 
-bool ends_with(const std::string& s, const std::string& suf) {
-  return s.size() >= suf.size() && s.compare(s.size() - suf.size(), suf.size(), suf) == 0;
-}
 
 // Index lists use our KV-row space, not the reference's; they are traced but never injected.
 bool injectable(const std::string& g, bool ops) {
-  if (ends_with(g, "topk_idxs") || ends_with(g, "indexer.scores")) return false;
-  return ops || ends_with(g, ".block_out");
+  if (g.ends_with("topk_idxs") || g.ends_with("indexer.scores")) return false;
+  return ops || g.ends_with(".block_out");
 }
 
 // Per-op trace and golden injection for one step of one request (slab rows [0, n)).
@@ -84,7 +81,7 @@ class StepHook {
       for (int d = 1; d < buf.ndim; ++d) shape.push_back(buf.shape[d]);
       if (g.find(".gate.") != std::string::npos)
         shape.erase(shape.begin());  // gate tensors are dumped without the batch dim
-      if (ends_with(g, "indexer.scores")) shape = {1, n_, (last_pos_ + 1) / 4};
+      if (g.ends_with("indexer.scores")) shape = {1, n_, (last_pos_ + 1) / 4};
       int64_t count = 1;
       for (int64_t s : shape) count *= s;
       uint8_t* data = arena_.data(b);
@@ -341,7 +338,7 @@ int run_eval(const Comm& comm, const EvalOptions& opt) {
       std::string tok_path = q.tokens_out;
       if (tok_path.empty() && r.forced.empty()) {
         tok_path = q.logits_out;
-        if (ends_with(tok_path, ".npy")) tok_path.resize(tok_path.size() - 4);
+        if (tok_path.ends_with(".npy")) tok_path.resize(tok_path.size() - 4);
         tok_path += ".tokens.npy";
       }
       const auto& t = tokens[size_t(it.req)];

@@ -72,9 +72,6 @@ std::string golden_name(const std::string& n) {
   if (n.size() > 4 && n[0] == 'L' && n[3] == '.') return "L" + std::to_string(std::stoi(n.substr(1, 2))) + n.substr(3);
   return n;
 }
-bool ends_with(const std::string& s, const std::string& suf) {
-  return s.size() >= suf.size() && s.compare(s.size() - suf.size(), suf.size(), suf) == 0;
-}
 
 // Distance in units in the last place between two bf16 bit patterns.
 int64_t bf16_ulps(uint16_t a, uint16_t b) {
@@ -106,12 +103,12 @@ class OpChecker {
       if (!fs::exists(path)) continue;
       const npy::Array a = npy::read(path);
       Stat& st = stats_[step_ + "/" + g];
-      if (ends_with(g, "sparse_attn_topk_idxs")) check_kv_rows(a, b, st);
-      else if (ends_with(g, "indexer.topk_idxs")) check_topk(a, b, st);
+      if (g.ends_with("sparse_attn_topk_idxs")) check_kv_rows(a, b, st);
+      else if (g.ends_with("indexer.topk_idxs")) check_topk(a, b, st);
       else if (buf.dtype == plan::DType::BF16) check_bf16(a, b, st, g);
       else if (buf.dtype == plan::DType::F32) check_f32(a, b, st);
       else if (buf.dtype == plan::DType::I32) check_i32(a, b, st);
-      if (!ends_with(g, "topk_idxs") && !ends_with(g, "indexer.scores"))
+      if (!g.ends_with("topk_idxs") && !g.ends_with("indexer.scores"))
         std::memcpy(e_.arena().data(b), a.bytes.data(), a.bytes.size());  // inject the golden value
     }
   }

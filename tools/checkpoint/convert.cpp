@@ -41,10 +41,6 @@ struct Job {
   const st::Checkpoint::Entry* scale = nullptr;  // wo_a's block scale
 };
 
-bool ends_with(const std::string& s, const char* suf) {
-  const size_t n = std::strlen(suf);
-  return s.size() >= n && s.compare(s.size() - n, n, suf) == 0;
-}
 
 HfDtype source_dtype(plan::DType t) {
   switch (t) {
@@ -83,7 +79,7 @@ std::vector<Job> plan_jobs(const st::Checkpoint& ck, const WeightsTarget& t, pla
     if (w.shard == plan::Shard::VocabParallel) {
       j.how = Transform::HeadShard;
       shape[0] = t.vocab_size;
-    } else if (ends_with(j.src, ".wo_a.weight")) {
+    } else if (j.src.ends_with(".wo_a.weight")) {
       j.how = Transform::DequantWoA;
       dt = HfDtype::F8_E4M3;
       const std::string sname = j.src.substr(0, j.src.size() - 6) + "scale";

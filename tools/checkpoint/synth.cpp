@@ -175,9 +175,6 @@ struct Dist {
   float a, b;  // Normal: mean, sd; Uniform: [a, b)
 };
 
-bool ends_with(std::string_view s, std::string_view suf) {
-  return s.size() >= suf.size() && s.substr(s.size() - suf.size()) == suf;
-}
 
 Dist dist_for(const HfTensor& t) {
   const std::string_view n = t.name;
@@ -191,15 +188,15 @@ Dist dist_for(const HfTensor& t) {
     case HfRole::Bf16:
       if (n == "embed.weight") return {Dist::Normal, 0.f, 1.f};
       if (n == "head.weight") return {Dist::Normal, 0.f, 4.f / std::sqrt(in)};  // logits std ~4
-      if (ends_with(n, "norm.weight")) return {Dist::Normal, 1.f, 0.1f};
+      if (n.ends_with("norm.weight")) return {Dist::Normal, 1.f, 0.1f};
       return {Dist::Normal, 0.f, 1.f / std::sqrt(in)};  // gate.weight, compressor wkv/wgate, weights_proj
     case HfRole::F32:
-      if (ends_with(n, "_fn")) return {Dist::Normal, 0.f, 1.f / std::sqrt(in)};
-      if (ends_with(n, "_base")) return {Dist::Normal, 0.f, 0.5f};
-      if (ends_with(n, "_scale")) return {Dist::Uniform, 0.25f, 1.f};
-      if (ends_with(n, "attn_sink")) return {Dist::Normal, 0.f, 0.5f};
-      if (ends_with(n, ".ape")) return {Dist::Normal, 0.f, 0.5f};
-      if (ends_with(n, "gate.bias")) return {Dist::Normal, 0.f, 0.1f};
+      if (n.ends_with("_fn")) return {Dist::Normal, 0.f, 1.f / std::sqrt(in)};
+      if (n.ends_with("_base")) return {Dist::Normal, 0.f, 0.5f};
+      if (n.ends_with("_scale")) return {Dist::Uniform, 0.25f, 1.f};
+      if (n.ends_with("attn_sink")) return {Dist::Normal, 0.f, 0.5f};
+      if (n.ends_with(".ape")) return {Dist::Normal, 0.f, 0.5f};
+      if (n.ends_with("gate.bias")) return {Dist::Normal, 0.f, 0.1f};
       break;
   }
   throw Error("synth: no value recipe for tensor '" + t.name + "' (" + hf_role_name(t.role) + ")");
@@ -392,7 +389,7 @@ void write_text_atomic(const fs::path& p, const std::string& text) {
 }
 
 bool is_our_output(const std::string& n) {
-  return (n.rfind("model", 0) == 0 && (ends_with(n, ".safetensors") || ends_with(n, ".safetensors.tmp"))) ||
+  return (n.rfind("model", 0) == 0 && (n.ends_with(".safetensors") || n.ends_with(".safetensors.tmp"))) ||
          n == "model.safetensors.index.json" || n == "config.json" || n == "tokenizer.json" ||
          n == "tokenizer_config.json";
 }
@@ -482,7 +479,7 @@ std::vector<float> synth_row_values(const HfTensor& t, const ModelConfig& cfg, u
   const bool quant = t.role == HfRole::Fp8Weight || t.role == HfRole::Fp8Scale || t.role == HfRole::Fp4Weight ||
                      t.role == HfRole::Fp4Scale;
   std::string name = t.name;  // a scale's values are its weight's
-  if ((t.role == HfRole::Fp8Scale || t.role == HfRole::Fp4Scale) && ends_with(name, ".scale"))
+  if ((t.role == HfRole::Fp8Scale || t.role == HfRole::Fp4Scale) && name.ends_with(".scale"))
     name = name.substr(0, name.size() - 6) + ".weight";
   const int64_t cols = quant ? t.in : t.shape.back();
   const Dist d = dist_for(t);
