@@ -4,6 +4,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
+#include <cstring>
 
 namespace dsv4::kernels {
 namespace {
@@ -12,14 +14,29 @@ inline float sigmoid(float x) { return 1.0f / (1.0f + std::exp(-x)); }
 
 // mixes[m] = (X · fn[m]) · rsqrt(mean(X²) + eps) for the flattened streams X (fp32 [hc·D]).
 // Dot products are accumulated in double and rounded once (the reference uses an fp32 GEMM).
+template <int G>
+void mix_group(float* mixes, const bf16* h, const float* w, int64_t n, float rs) {
+  double a[G] = {};
+  for (int64_t i = 0; i < n; ++i) {
+    const double x = double(bf16_to_f32(h[i]));
+    for (int k = 0; k < G; ++k) a[k] += x * double(w[int64_t(k) * n + i]);
+  }
+  for (int k = 0; k < G; ++k) mixes[k] = float(a[k]) * rs;
+}
+
 void mixing(float* mixes, int n_mix, const bf16* h, const float* fn, int64_t n, float norm_eps) {
+  // The n_mix dot products (and the sum of squares) are independent chains: run them side by side, each in
+  // its own index order, in groups of 8.
   double ss = 0.0;
   for (int64_t i = 0; i < n; ++i) {
     const float v = bf16_to_f32(h[i]);
     ss += double(v * v);
   }
   const float rs = 1.0f / std::sqrt(float(ss) / float(n) + norm_eps);  // torch fp32 rsqrt = 1/sqrt
-  for (int m = 0; m < n_mix; ++m) {
+  int m = 0;
+  for (; m + 8 <= n_mix; m += 8) mix_group<8>(mixes + m, h, fn + int64_t(m) * n, n, rs);
+  for (; m + 4 <= n_mix; m += 4) mix_group<4>(mixes + m, h, fn + int64_t(m) * n, n, rs);
+  for (; m < n_mix; ++m) {
     const float* w = fn + int64_t(m) * n;
     double acc = 0.0;
     for (int64_t i = 0; i < n; ++i) acc += double(bf16_to_f32(h[i])) * double(w[i]);
@@ -27,9 +44,41 @@ void mixing(float* mixes, int n_mix, const bf16* h, const float* fn, int64_t n, 
   }
 }
 
+// Portable SIMD via GCC vector extensions: 16 independent columns per vector.
+typedef float v16f __attribute__((vector_size(64)));
+typedef uint16_t v16u16 __attribute__((vector_size(32)));
+typedef uint32_t v16u32 __attribute__((vector_size(64)));
+typedef int32_t v16i32 __attribute__((vector_size(64)));
+
+inline v16f load16(const bf16* p) {
+  v16u16 b;
+  std::memcpy(&b, p, sizeof b);
+  const v16u32 u = __builtin_convertvector(b, v16u32) << 16;
+  v16f f;
+  std::memcpy(&f, &u, sizeof f);
+  return f;
+}
+inline void store16(bf16* p, v16f f) {  // f32_to_bf16 lane-wise (RNE, NaN stays NaN)
+  v16u32 u;
+  std::memcpy(&u, &f, sizeof u);
+  const v16u32 r = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
+  const v16u32 nan = (u >> 16) | 0x40u;
+  const v16i32 is_nan = (u & 0x7fffffffu) > 0x7f800000u;
+  const v16u32 sel = is_nan ? nan : r;
+  const v16u16 b = __builtin_convertvector(sel, v16u16);
+  std::memcpy(p, &b, sizeof b);
+}
+inline v16f splat(float x) { return v16f{} + x; }
+
 // y = bf16(Σ_j pre_j · X_j), products rounded to fp32, summed in stream order.
 void weighted_streams(bf16* y, const float* pre, const bf16* h, int hc, int dim) {
-  for (int i = 0; i < dim; ++i) {
+  int i = 0;
+  for (; i + 16 <= dim; i += 16) {
+    v16f acc = splat(pre[0]) * load16(h + i);
+    for (int j = 1; j < hc; ++j) acc += splat(pre[j]) * load16(h + int64_t(j) * dim + i);
+    store16(y + i, acc);  // hc_pre: y.to(bf16)
+  }
+  for (; i < dim; ++i) {
     float acc = pre[0] * bf16_to_f32(h[i]);
     for (int j = 1; j < hc; ++j) acc += pre[j] * bf16_to_f32(h[int64_t(j) * dim + i]);
     y[i] = f32_to_bf16(acc);  // hc_pre: y.to(bf16)
@@ -101,7 +150,13 @@ void hc_post(std::span<bf16> out, std::span<const bf16> x, std::span<const bf16>
     const bf16* rr = res.data() + r * hc * dim;
     for (int k = 0; k < hc; ++k) {
       bf16* o = out.data() + (r * hc + k) * dim;
-      for (int i = 0; i < dim; ++i) {
+      int i = 0;
+      for (; i + 16 <= dim; i += 16) {
+        v16f s = splat(c[0 * hc + k]) * load16(rr + i);
+        for (int j = 1; j < hc; ++j) s += splat(c[j * hc + k]) * load16(rr + int64_t(j) * dim + i);
+        store16(o + i, splat(p[k]) * load16(xr + i) + s);  // hc_post: y.type_as(x)
+      }
+      for (; i < dim; ++i) {
         float s = c[0 * hc + k] * bf16_to_f32(rr[i]);
         for (int j = 1; j < hc; ++j) s += c[j * hc + k] * bf16_to_f32(rr[int64_t(j) * dim + i]);
         o[i] = f32_to_bf16(p[k] * bf16_to_f32(xr[i]) + s);  // hc_post: y.type_as(x)

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <limits>
 
 #include "kernels/exact.hpp"
@@ -23,32 +24,89 @@ void indexer_weights(std::span<bf16> w, std::span<const bf16> wp, float scale) {
   for (size_t i = 0; i < wp.size(); ++i) w[i] = f32_to_bf16(bf16_to_f32(wp[i]) * scale);  // weights * scalar: bf16
 }
 
+namespace {
+// Portable SIMD via GCC vector extensions (lowered to whatever the target ISA offers).
+typedef double v8d __attribute__((vector_size(64)));
+typedef float v8f __attribute__((vector_size(32)));
+constexpr int kKeys = 32;   // keys per work item: one SIMD lane per key
+constexpr int kMaxHd = 256;
+}  // namespace
+
 void indexer_scores(std::span<bf16> scores, std::span<const bf16> q, std::span<const bf16> w,
                     std::span<const bf16> keys, std::span<const int64_t> pos, int heads, int hd, int ratio) {
   const int64_t tokens = int64_t(pos.size());
   const int64_t n_keys = int64_t(keys.size()) / hd;
   const bf16 ninf = f32_to_bf16(-std::numeric_limits<float>::infinity());
+  if (hd > kMaxHd) {  // generic path (no transposition buffer): the same arithmetic, one key at a time
 #pragma omp parallel for schedule(static)
-  for (int64_t t = 0; t < tokens; ++t) {
+    for (int64_t t = 0; t < tokens; ++t) {
+      const int64_t visible = (pos[t] + 1) / ratio;
+      bf16* sr = scores.data() + t * n_keys;
+      for (int64_t j = 0; j < n_keys; ++j) {
+        if (j >= visible) {
+          sr[j] = ninf;
+          continue;
+        }
+        const bf16* kr = keys.data() + j * hd;
+        float acc = 0.0f;
+        for (int h = 0; h < heads; ++h) {
+          const bf16* qr = q.data() + (t * heads + h) * hd;
+          double dot = 0.0;
+          for (int c = 0; c < hd; ++c) dot += double(bf16_to_f32(qr[c])) * double(bf16_to_f32(kr[c]));
+          float s = bf16_to_f32(f64_to_bf16(dot));
+          s = s < 0.0f ? 0.0f : s;
+          acc += round_bf16(s * bf16_to_f32(w[t * heads + h]));
+        }
+        sr[j] = f32_to_bf16(acc);
+      }
+    }
+    return;
+  }
+  const int64_t chunks = (n_keys + kKeys - 1) / kKeys;
+  // Work item = (token, chunk of keys). Each key's arithmetic is the scalar sequence: per head the q·k dot
+  // product is accumulated in double in dimension order, and the head sum in fp32 in head order.
+#pragma omp parallel for schedule(static)
+  for (int64_t it = 0; it < tokens * chunks; ++it) {
+    const int64_t t = it / chunks, j0 = (it % chunks) * kKeys;
     const int64_t visible = (pos[t] + 1) / ratio;
     bf16* sr = scores.data() + t * n_keys;
-    for (int64_t j = 0; j < n_keys; ++j) {
-      if (j >= visible) {
-        sr[j] = ninf;  // prefill causal mask: += −inf
-        continue;
+    const int nj = int(std::max<int64_t>(0, std::min<int64_t>({int64_t(kKeys), n_keys - j0, visible - j0})));
+    for (int64_t j = j0 + nj; j < std::min(n_keys, j0 + kKeys); ++j) sr[j] = ninf;  // prefill causal mask: += −inf
+    if (nj == 0) continue;
+    alignas(64) float kt[kMaxHd * kKeys];  // transposed keys: kt[c][j] (bf16 -> fp32 is exact); padding = 0
+    for (int j = 0; j < kKeys; ++j) {
+      if (j < nj) {
+        const bf16* kr = keys.data() + (j0 + j) * hd;
+        for (int c = 0; c < hd; ++c) kt[c * kKeys + j] = bf16_to_f32(kr[c]);
+      } else {
+        for (int c = 0; c < hd; ++c) kt[c * kKeys + j] = 0.0f;
       }
-      const bf16* kr = keys.data() + j * hd;
-      float acc = 0.0f;
-      for (int h = 0; h < heads; ++h) {
-        const bf16* qr = q.data() + (t * heads + h) * hd;
-        double dot = 0.0;
-        for (int c = 0; c < hd; ++c) dot += double(bf16_to_f32(qr[c])) * double(bf16_to_f32(kr[c]));
-        float s = bf16_to_f32(f64_to_bf16(dot));  // einsum bshd,btd->bsht: exact, rounded once to bf16
-        s = s < 0.0f ? 0.0f : s;                  // relu_ (bf16, exact)
-        acc += round_bf16(s * bf16_to_f32(w[t * heads + h]));  // relu(qk) * weights: bf16
-      }
-      sr[j] = f32_to_bf16(acc);  // .sum(dim=2): fp32 accumulation, one rounding to bf16
     }
+    float acc[kKeys] = {};
+    for (int h = 0; h < heads; ++h) {
+      const bf16* qr = q.data() + (t * heads + h) * hd;
+      v8d a0 = {}, a1 = {}, a2 = {}, a3 = {};
+      for (int c = 0; c < hd; ++c) {
+        const double qd = double(bf16_to_f32(qr[c]));
+        const v8d qb = {qd, qd, qd, qd, qd, qd, qd, qd};
+        const float* r = kt + c * kKeys;
+        v8f f;
+        std::memcpy(&f, r + 0, 32), a0 += qb * __builtin_convertvector(f, v8d);
+        std::memcpy(&f, r + 8, 32), a1 += qb * __builtin_convertvector(f, v8d);
+        std::memcpy(&f, r + 16, 32), a2 += qb * __builtin_convertvector(f, v8d);
+        std::memcpy(&f, r + 24, 32), a3 += qb * __builtin_convertvector(f, v8d);
+      }
+      alignas(64) double dot[kKeys];
+      std::memcpy(dot + 0, &a0, 64), std::memcpy(dot + 8, &a1, 64);
+      std::memcpy(dot + 16, &a2, 64), std::memcpy(dot + 24, &a3, 64);
+      const float wh = bf16_to_f32(w[t * heads + h]);
+      for (int j = 0; j < nj; ++j) {
+        float s = bf16_to_f32(f64_to_bf16(dot[j]));  // einsum bshd,btd->bsht: exact, rounded once to bf16
+        s = s < 0.0f ? 0.0f : s;                     // relu_ (bf16, exact)
+        acc[j] += round_bf16(s * wh);                // relu(qk) * weights: bf16
+      }
+    }
+    for (int j = 0; j < nj; ++j) sr[j0 + j] = f32_to_bf16(acc[j]);  // .sum(dim=2): fp32 accumulation, one rounding
   }
 }
 
