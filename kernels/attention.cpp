@@ -12,7 +12,7 @@ namespace dsv4::kernels {
 namespace {
 constexpr int kBlock = 64;  // kernel.py sparse_attn_kernel: block = 64 indices
 constexpr int kMaxD = 1024;
-constexpr int kGroup = 8;   // heads sharing one transposed key block (same token => same index list)
+constexpr int kGroup = 16;  // heads sharing one transposed key block (same token => same index list)
 
 // Portable SIMD via GCC vector extensions (lowered to whatever the target ISA offers).
 typedef double v8d __attribute__((vector_size(64)));

@@ -68,7 +68,41 @@ inline void store16(bf16* p, v16f f) {  // f32_to_bf16 lane-wise (RNE, NaN stays
   const v16u16 b = __builtin_convertvector(sel, v16u16);
   std::memcpy(p, &b, sizeof b);
 }
-inline v16f splat(float x) { return v16f{} + x; }
+inline v16f splat(float x) { return x - v16f{}; }  // x − 0 == x for every x, −0 included
+
+// mixing() for nr ≤ 8 rows at once, one SIMD lane per row: every row's sum of squares and every mix dot
+// product keep the scalar index order; mixes: fp32 [nr][n_mix] (n_mix ≤ 64).
+typedef double v8d __attribute__((vector_size(64)));
+typedef float v8f __attribute__((vector_size(32)));
+void mixing_rows(float* mixes, int nr, int n_mix, const bf16* h, const float* fn, int64_t n, float norm_eps) {
+  constexpr int kChunk = 32;
+  alignas(64) double xt[kChunk * 8];       // xt[i][r] = X_r[i]
+  alignas(64) float xf[kChunk * 8];
+  alignas(64) double wd[64 * kChunk];      // wd[m][i] = fn[m][i]
+  v8d acc[64];
+  for (int m = 0; m < n_mix; ++m) acc[m] = v8d{};
+  v8d ss = {};
+  for (int64_t i0 = 0; i0 < n; i0 += kChunk) {
+    const int ci = int(std::min<int64_t>(kChunk, n - i0));
+    for (int r = 0; r < 8; ++r)
+      for (int i = 0; i < ci; ++i) xf[i * 8 + r] = r < nr ? bf16_to_f32(h[int64_t(r) * n + i0 + i]) : 0.0f;
+    for (int i = 0; i < ci * 8; ++i) xt[i] = double(xf[i]);
+    for (int m = 0; m < n_mix; ++m)
+      for (int i = 0; i < ci; ++i) wd[m * kChunk + i] = double(fn[int64_t(m) * n + i0 + i]);
+    for (int i = 0; i < ci; ++i) {
+      v8f f;
+      std::memcpy(&f, xf + i * 8, sizeof f);
+      ss += __builtin_convertvector(f * f, v8d);  // ss += double(v * v)
+      v8d x;
+      std::memcpy(&x, xt + i * 8, sizeof x);
+      for (int m = 0; m < n_mix; ++m) acc[m] += x * (wd[m * kChunk + i] - v8d{});  // broadcast (w − 0 == w, −0 included)
+    }
+  }
+  for (int r = 0; r < nr; ++r) {
+    const float rs = 1.0f / std::sqrt(float(ss[r]) / float(n) + norm_eps);  // torch fp32 rsqrt = 1/sqrt
+    for (int m = 0; m < n_mix; ++m) mixes[r * n_mix + m] = float(acc[m][r]) * rs;
+  }
+}
 
 // y = bf16(Σ_j pre_j · X_j), products rounded to fp32, summed in stream order.
 void weighted_streams(bf16* y, const float* pre, const bf16* h, int hc, int dim) {
@@ -128,13 +162,22 @@ void hc_pre(std::span<bf16> y, std::span<float> post, std::span<float> comb, std
             std::span<const float> fn, std::span<const float> scale, std::span<const float> base, const HcDims& d) {
   const int hc = d.hc, n_mix = (2 + hc) * hc;
   const int64_t n = int64_t(hc) * d.dim, rows = int64_t(h.size()) / n;
+  // Work item = up to 8 rows whose mixings share one SIMD pass (lane = row); a lone row takes the row path.
+  const int64_t groups = (rows + 7) / 8;
 #pragma omp parallel for schedule(static)
-  for (int64_t r = 0; r < rows; ++r) {
-    float mixes[64], pre[8];
-    mixing(mixes, n_mix, h.data() + r * n, fn.data(), n, d.norm_eps);
-    hc_split_sinkhorn(pre, post.data() + r * hc, comb.data() + r * hc * hc, mixes, scale.data(), base.data(), hc,
-                      d.sinkhorn_iters, d.hc_eps);
-    weighted_streams(y.data() + r * d.dim, pre, h.data() + r * n, hc, d.dim);
+  for (int64_t g = 0; g < groups; ++g) {
+    const int64_t r0 = g * 8;
+    const int nr = int(std::min<int64_t>(8, rows - r0));
+    float mixes[8 * 64], pre[8];
+    if (nr == 1)
+      mixing(mixes, n_mix, h.data() + r0 * n, fn.data(), n, d.norm_eps);
+    else
+      mixing_rows(mixes, nr, n_mix, h.data() + r0 * n, fn.data(), n, d.norm_eps);
+    for (int64_t r = r0; r < r0 + nr; ++r) {
+      hc_split_sinkhorn(pre, post.data() + r * hc, comb.data() + r * hc * hc, mixes + (r - r0) * n_mix,
+                        scale.data(), base.data(), hc, d.sinkhorn_iters, d.hc_eps);
+      weighted_streams(y.data() + r * d.dim, pre, h.data() + r * n, hc, d.dim);
+    }
   }
 }
 
@@ -169,12 +212,21 @@ void hc_head(std::span<bf16> y, std::span<const bf16> h, std::span<const float> 
              std::span<const float> base, const HcDims& d) {
   const int hc = d.hc;
   const int64_t n = int64_t(hc) * d.dim, rows = int64_t(h.size()) / n;
+  const int64_t groups = (rows + 7) / 8;
 #pragma omp parallel for schedule(static)
-  for (int64_t r = 0; r < rows; ++r) {
-    float mixes[8], pre[8];
-    mixing(mixes, hc, h.data() + r * n, fn.data(), n, d.norm_eps);
-    for (int j = 0; j < hc; ++j) pre[j] = sigmoid(mixes[j] * scale[0] + base[j]) + d.hc_eps;
-    weighted_streams(y.data() + r * d.dim, pre, h.data() + r * n, hc, d.dim);
+  for (int64_t g = 0; g < groups; ++g) {
+    const int64_t r0 = g * 8;
+    const int nr = int(std::min<int64_t>(8, rows - r0));
+    float mixes[8 * 8], pre[8];
+    if (nr == 1)
+      mixing(mixes, hc, h.data() + r0 * n, fn.data(), n, d.norm_eps);
+    else
+      mixing_rows(mixes, nr, hc, h.data() + r0 * n, fn.data(), n, d.norm_eps);
+    for (int64_t r = r0; r < r0 + nr; ++r) {
+      const float* mx = mixes + (r - r0) * hc;
+      for (int j = 0; j < hc; ++j) pre[j] = sigmoid(mx[j] * scale[0] + base[j]) + d.hc_eps;
+      weighted_streams(y.data() + r * d.dim, pre, h.data() + r * n, hc, d.dim);
+    }
   }
 }
 
