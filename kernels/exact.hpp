@@ -20,4 +20,9 @@ inline float f64_to_f32_odd(double d) {
 // One RNE rounding of an exact double value to bf16.
 inline bf16 f64_to_bf16(double d) { return f32_to_bf16(f64_to_f32_odd(d)); }
 
+// The reference's bf16 GEMMs (wo_a einsum, weights_proj, indexer q·k): the exact sum is rounded to fp32 (the
+// GEMM's output precision), then cast to bf16 - two RNE roundings, as the golden wo_a einsum shows where
+// they differ from one direct rounding.
+inline bf16 f64_to_bf16_via_f32(double d) { return f32_to_bf16(float(d)); }
+
 }  // namespace dsv4::kernels

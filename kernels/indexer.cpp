@@ -53,7 +53,7 @@ void indexer_scores(std::span<bf16> scores, std::span<const bf16> q, std::span<c
           const bf16* qr = q.data() + (t * heads + h) * hd;
           double dot = 0.0;
           for (int c = 0; c < hd; ++c) dot += double(bf16_to_f32(qr[c])) * double(bf16_to_f32(kr[c]));
-          float s = bf16_to_f32(f64_to_bf16(dot));
+          float s = bf16_to_f32(f64_to_bf16_via_f32(dot));
           s = s < 0.0f ? 0.0f : s;
           acc += round_bf16(s * bf16_to_f32(w[t * heads + h]));
         }
@@ -101,7 +101,7 @@ void indexer_scores(std::span<bf16> scores, std::span<const bf16> q, std::span<c
       std::memcpy(dot + 16, &a2, 64), std::memcpy(dot + 24, &a3, 64);
       const float wh = bf16_to_f32(w[t * heads + h]);
       for (int j = 0; j < nj; ++j) {
-        float s = bf16_to_f32(f64_to_bf16(dot[j]));  // einsum bshd,btd->bsht: exact, rounded once to bf16
+        float s = bf16_to_f32(f64_to_bf16_via_f32(dot[j]));  // einsum bshd,btd->bsht: exact -> fp32 -> bf16
         s = s < 0.0f ? 0.0f : s;                     // relu_ (bf16, exact)
         acc[j] += round_bf16(s * wh);                // relu(qk) * weights: bf16
       }

@@ -65,7 +65,7 @@ struct DenseProblem {
   double sb(int64_t, int64_t) const { return 1.0; }
   static double step(double acc, double blk, double) { return acc + blk; }
   void store(int64_t r, int64_t c, double acc) const {
-    y[r * ldy + c] = f64_to_bf16(acc);  // bf16 GEMM: one rounding
+    y[r * ldy + c] = f64_to_bf16_via_f32(acc);  // bf16 GEMM: exact sum -> fp32 -> bf16
   }
 };
 

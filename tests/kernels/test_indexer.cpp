@@ -36,7 +36,7 @@ TEST(Indexer, ScoresRoundEachStepAndMaskCausally) {
       for (int h = 0; h < H; ++h) {
         double dot = 0;
         for (int c = 0; c < hd; ++c) dot += double(bf16_to_f32(q[(t * H + h) * hd + c])) * bf16_to_f32(keys[j * hd + c]);
-        const float qk = std::max(bf16_to_f32(kernels::f64_to_bf16(dot)), 0.0f);
+        const float qk = std::max(bf16_to_f32(kernels::f64_to_bf16_via_f32(dot)), 0.0f);
         acc += round_bf16(qk * round_bf16(bf16_to_f32(wp[t * H + h]) * scale));
       }
       ASSERT_EQ(sc[t * nk + j].bits, f32_to_bf16(acc).bits) << t << "," << j;
