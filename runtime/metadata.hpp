@@ -5,6 +5,11 @@
 //   [0, T)                      staging rows: this step's kv rows, slab order
 //   [T, T + R*window)           window rings: request slot s, position q -> T + s*window + q % window
 //   [T + R*window, ...)         compressed pool: entry t of slot s -> pool_base + block(s, t/kv_block)*kv_block + t%kv_block
+//
+// Attention index lists always have the decode layout of the reference: `window` window entries (ascending
+// positions, -1 padded), then the compressed entries. The reference's prefill uses min(s, window) window
+// columns instead; both give the same online-softmax blocks of 64 whenever a row has at most 64 entries or
+// s >= window, and the fixed layout keeps a request's result independent of how its prompt is chunked.
 #pragma once
 #include <cstdint>
 #include <span>
