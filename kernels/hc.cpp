@@ -119,6 +119,12 @@ void weighted_streams(bf16* y, const float* pre, const bf16* h, int hc, int dim)
   }
 }
 
+// Mixes of up to 8 rows: one SIMD pass with a lane per row, or the single-row path for a lone row.
+void mixing_group(float* mixes, int nr, int n_mix, const bf16* h, const float* fn, int64_t n, float norm_eps) {
+  if (nr == 1) mixing(mixes, n_mix, h, fn, n, norm_eps);
+  else mixing_rows(mixes, nr, n_mix, h, fn, n, norm_eps);
+}
+
 }  // namespace
 
 void hc_split_sinkhorn(float* pre, float* post, float* comb, const float* mixes, const float* scale,
@@ -169,10 +175,7 @@ void hc_pre(std::span<bf16> y, std::span<float> post, std::span<float> comb, std
     const int64_t r0 = g * 8;
     const int nr = int(std::min<int64_t>(8, rows - r0));
     float mixes[8 * 64], pre[8];
-    if (nr == 1)
-      mixing(mixes, n_mix, h.data() + r0 * n, fn.data(), n, d.norm_eps);
-    else
-      mixing_rows(mixes, nr, n_mix, h.data() + r0 * n, fn.data(), n, d.norm_eps);
+    mixing_group(mixes, nr, n_mix, h.data() + r0 * n, fn.data(), n, d.norm_eps);
     for (int64_t r = r0; r < r0 + nr; ++r) {
       hc_split_sinkhorn(pre, post.data() + r * hc, comb.data() + r * hc * hc, mixes + (r - r0) * n_mix,
                         scale.data(), base.data(), hc, d.sinkhorn_iters, d.hc_eps);
@@ -218,10 +221,7 @@ void hc_head(std::span<bf16> y, std::span<const bf16> h, std::span<const float> 
     const int64_t r0 = g * 8;
     const int nr = int(std::min<int64_t>(8, rows - r0));
     float mixes[8 * 8], pre[8];
-    if (nr == 1)
-      mixing(mixes, hc, h.data() + r0 * n, fn.data(), n, d.norm_eps);
-    else
-      mixing_rows(mixes, nr, hc, h.data() + r0 * n, fn.data(), n, d.norm_eps);
+    mixing_group(mixes, nr, hc, h.data() + r0 * n, fn.data(), n, d.norm_eps);
     for (int64_t r = r0; r < r0 + nr; ++r) {
       const float* mx = mixes + (r - r0) * hc;
       for (int j = 0; j < hc; ++j) pre[j] = sigmoid(mx[j] * scale[0] + base[j]) + d.hc_eps;

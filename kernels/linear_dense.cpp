@@ -1,8 +1,4 @@
 // BF16 and FP32 linears (F.linear of the reference in bf16 / fp32), computed in fp64.
-// GCC 12 reports its own _mm512_undefined_* placeholders inside intrinsics as uninitialized once
-// OpenMP outlines the loop (a known false positive); keep the build log clean for real warnings.
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#pragma GCC diagnostic ignored "-Wuninitialized"
 #include <cassert>
 #include <type_traits>
 

@@ -3,10 +3,6 @@
 // with W an integer in [-12, 12]. A sub-block sum Σ A·W < 2^26.4 fits int32 exactly; its fp32
 // conversion is the kernel's one rounding per sub-block. A is split into three bytes d0 + d1·2^8 +
 // d2·2^16 so that VNNI (u8 x s8 -> int32) multiplies exactly; the activation sign moves onto W.
-// GCC 12 reports its own _mm512_undefined_* placeholders inside intrinsics as uninitialized once
-// OpenMP outlines the loop (a known false positive); keep the build log clean for real warnings.
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#pragma GCC diagnostic ignored "-Wuninitialized"
 #include <algorithm>
 #include <array>
 #include <cassert>

@@ -1,8 +1,4 @@
 // FP8 linear (kernel.py fp8_gemm): e4m3 activations x e4m3 weights, exact 128-blocks in fp64.
-// GCC 12 reports its own _mm512_undefined_* placeholders inside intrinsics as uninitialized once
-// OpenMP outlines the loop (a known false positive); keep the build log clean for real warnings.
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#pragma GCC diagnostic ignored "-Wuninitialized"
 #include <array>
 #include <bit>
 #include <cassert>

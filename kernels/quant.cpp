@@ -1,9 +1,5 @@
 // Activation quantisation (kernel.py act_quant / fp4_act_quant). AVX-512 path + portable path; both
 // compute the same IEEE operations (fp32 divide, clamp, RNE to the grid), so they agree bit for bit.
-// GCC 12 reports its own _mm512_undefined_* placeholders inside intrinsics as uninitialized once
-// OpenMP outlines the loop (a known false positive); keep the build log clean for real warnings.
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#pragma GCC diagnostic ignored "-Wuninitialized"
 #include "kernels/quant.hpp"
 
 #include <algorithm>
