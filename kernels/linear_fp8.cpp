@@ -1,173 +1,351 @@
-// FP8 linear (kernel.py fp8_gemm): e4m3 activations x e4m3 weights, exact 128-blocks in fp64.
-#include <array>
-#include <bit>
+// FP8 linear (kernel.py fp8_gemm): e4m3 activations x e4m3 weights.
+//
+// Every 128-block dot product is exact in fp64 whatever the order of its terms (linear.hpp), so each
+// path lays out its SIMD lanes as its data suits: the GEMV keeps lanes along k (weights as stored,
+// activations decoded once per call), the GEMM puts lanes along n (register outer products over a
+// weight panel decoded once per K block, no horizontal sums). Only fp8_gemm's fp32 steps round, and
+// every path takes them in the same order: block sum -> fp32, × fp32(sa·sb), + fp32 accumulator in
+// ascending block order, -> bf16. So GEMV, GEMM and the scalar path give the same bits.
+#include <algorithm>
 #include <cassert>
 #include <limits>
 
 #include "kernels/linear.hpp"
-#include "kernels/linear_core.hpp"
 
+#ifdef __AVX512F__
+#include <immintrin.h>
+#endif
 
 namespace dsv4::kernels {
 namespace {
 
-using detail::kBlk;
+constexpr int kBlk = 128;
 
-// e4m3 code -> fp64 bit pattern. Every e4m3 value has <= 4 significant bits, so its fp64 pattern
-// is zero below bit 48: the top two bytes (hi: sign+exponent, lo: exponent+mantissa) say it all.
-struct E4m3Bytes {
-  std::array<uint8_t, 128> hi{}, lo{};  // indexed by the magnitude code (c & 0x7f)
-};
-constexpr E4m3Bytes make_e4m3_bytes() {
-  E4m3Bytes t;
-  for (int c = 0; c < 128; ++c) {
-    const uint64_t bits = std::bit_cast<uint64_t>(double(e4m3_decode_scalar(uint8_t(c))));
-    t.hi[c] = uint8_t(bits >> 56);
-    t.lo[c] = uint8_t(bits >> 48);
-  }
-  return t;
-}
-constexpr E4m3Bytes kE4m3Bytes = make_e4m3_bytes();
-
-inline double e4m3_f64(uint8_t c) {
-  const uint64_t hi = kE4m3Bytes.hi[c & 0x7f] | (c & 0x80);
-  return std::bit_cast<double>((hi << 56) | (uint64_t(kE4m3Bytes.lo[c & 0x7f]) << 48));
-}
-
-#ifndef __AVX512F__
-void decode_e4m3_128_scalar(const uint8_t* c, double* out) {
-  for (int i = 0; i < kBlk; ++i) out[i] = e4m3_f64(c[i]);
-}
-#else
-// 64 e4m3 codes -> 8 vectors of fp64 (d[j] lane q = element 8j+q) holding the codes' values times
-// 2^-1016, exactly: with byte 7 of the fp64 pattern = the sign and byte 6 = the magnitude code << 1,
-// the fp64 exponent field is the e4m3 exponent field and the top 3 mantissa bits are the e4m3 ones
-// (subnormal codes land on fp64 subnormals with the same scale). Two cheap byte ops and 8 two-source
-// byte shuffles per 64 weights; a 128-entry table lookup costs more than that on current cores.
-struct E4m3Idx {
-  __m512i idx[8];  // byte shuffles placing (lo, hi) of element 8j+q in bytes 6, 7 of qword q
-  E4m3Idx() {
-    for (int j = 0; j < 8; ++j) {
-      alignas(64) uint8_t b[64] = {};
-      for (int q = 0; q < 8; ++q) {
-        b[8 * q + 6] = uint8_t(8 * j + q);        // from operand a (code << 1)
-        b[8 * q + 7] = uint8_t(64 | (8 * j + q));  // from operand b (sign)
-      }
-      idx[j] = _mm512_load_si512(b);
-    }
-  }
-};
-
-inline void decode_e4m3_64(const uint8_t* p, const E4m3Idx& t, __m512d d[8]) {
-  const __m512i c = _mm512_loadu_si512(p);
-  const __m512i lo = _mm512_add_epi8(c, c), hi = _mm512_and_si512(c, _mm512_set1_epi8(char(0x80)));
-  for (int j = 0; j < 8; ++j)
-    d[j] = _mm512_castsi512_pd(_mm512_maskz_permutex2var_epi8(0xC0C0C0C0C0C0C0C0ull, lo, t.idx[j], hi));
-  // NaN codes (S.1111.111; never produced by act_quant's clamp) keep propagating NaN.
-  const __mmask64 nan = _mm512_cmpeq_epi8_mask(_mm512_or_si512(c, _mm512_set1_epi8(char(0x80))),
-                                               _mm512_set1_epi8(char(0xff)));
-  if (nan) [[unlikely]]
-    for (int j = 0; j < 8; ++j)
-      d[j] = _mm512_mask_mov_pd(d[j], __mmask8(nan >> (8 * j)), _mm512_set1_pd(std::numeric_limits<double>::quiet_NaN()));
-}
-// Scales of the decoded operands: weights carry 2^-1016 (above), activations are rescaled to carry
-// 2^500, so every product is a normal fp64 (|a·w| in [2^-534, 2^-498]) and still exact; the block
-// sum is multiplied back by 2^516 (exact) before its fp32 rounding.
-inline constexpr double kActRescaleLog2 = 1516;  // applied with scalef (2^1516 is not a double)
-inline constexpr double kBlkRescale = 0x1p+516;
-#endif
-
-struct Fp8Problem {
-  int64_t m, n, k;
+struct Fp8Args {
+  int64_t m, n, k, kblocks;
   const uint8_t* xq;  // e4m3 [m, k]
   const float* xs;    // fp32 [m, k/128]
   const uint8_t* w;   // e4m3 [n, k]
   const uint8_t* ws;  // e8m0 [ceil(n/128), k/128]
   bf16* y;            // bf16 [m, n]
-  int64_t kblocks;
-#ifdef __AVX512F__
-  E4m3Idx lut;
-  void decode_a(int64_t r, int64_t kb, double* out) const {
-    __m512d d[8];
-    for (int h = 0; h < 2; ++h) {
-      decode_e4m3_64(xq + r * k + kb * kBlk + h * 64, lut, d);
-      for (int j = 0; j < 8; ++j) _mm512_store_pd(out + h * 64 + j * 8, _mm512_scalef_pd(d[j], _mm512_set1_pd(kActRescaleLog2)));
-    }
-  }
-  void decode_b(int64_t r, int64_t kb, double* out) const {
-    __m512d d[8];
-    for (int h = 0; h < 2; ++h) {
-      decode_e4m3_64(w + r * k + kb * kBlk + h * 64, lut, d);
-      for (int j = 0; j < 8; ++j) _mm512_store_pd(out + h * 64 + j * 8, d[j]);
-    }
-  }
-  struct B64 {
-    __m512i lo, hi;   // code << 1 and the sign bytes (see decode_e4m3_64)
-    __mmask64 nan;    // NaN codes
-  };
-  B64 load_b64(int64_t r, int64_t kb, int h) const {
-    const uint8_t* src = w + r * k + kb * kBlk + h * 64;
-    const __m512i c = _mm512_loadu_si512(src);
-    return {_mm512_add_epi8(c, c), _mm512_and_si512(c, _mm512_set1_epi8(char(0x80))),
-            _mm512_cmpeq_epi8_mask(_mm512_or_si512(c, _mm512_set1_epi8(char(0x80))), _mm512_set1_epi8(char(0xff)))};
-  }
-  __m512d get_b8(const B64& b, int q) const {
-    __m512d d = _mm512_castsi512_pd(_mm512_maskz_permutex2var_epi8(0xC0C0C0C0C0C0C0C0ull, b.lo, lut.idx[q], b.hi));
-    if (b.nan) [[unlikely]]
-      d = _mm512_mask_mov_pd(d, __mmask8(b.nan >> (8 * q)), _mm512_set1_pd(std::numeric_limits<double>::quiet_NaN()));
-    return d;
-  }
-  static __m512d step8(__m512d acc, __m512d blk, __m512d sc) {
-    // fp8_gemm: exact block dot rounded once to fp32 (the rescale by 2^516 is exact)
-    const __m256 b = _mm512_cvtpd_ps(_mm512_mul_pd(blk, _mm512_set1_pd(kBlkRescale)));
-    const __m256 s = _mm512_cvtpd_ps(sc);   // fp8_gemm: Scale_C = sa·sb in fp32 (exact)
-    // fp8_gemm: C_local_accum += C_local · Scale_C, fp32 (the product is exact)
-    return _mm512_cvtps_pd(_mm256_add_ps(_mm512_cvtpd_ps(acc), _mm256_mul_ps(b, s)));
-  }
-#else
-  void decode_a(int64_t r, int64_t kb, double* out) const { decode_e4m3_128_scalar(xq + r * k + kb * kBlk, out); }
-  void decode_b(int64_t r, int64_t kb, double* out) const { decode_e4m3_128_scalar(w + r * k + kb * kBlk, out); }
-#endif
-  double sa(int64_t r, int64_t kb) const { return xs[r * kblocks + kb]; }
-  double sb(int64_t c, int64_t kb) const { return e8m0_to_f32(ws[(c / kBlk) * kblocks + kb]); }
-  static double step(double acc, double blk, double sc) {
-    // fp8_gemm: fp32 block dot (one rounding) × fp32 scale, added to the fp32 accumulator
-    return double(float(acc) + float(blk) * float(sc));
-  }
-  void store(int64_t r, int64_t c, double acc) const {
-    y[r * n + c] = f32_to_bf16(float(acc));  // fp8_gemm: output cast to bf16
-  }
+  float sa(int64_t row, int64_t kb) const { return xs[row * kblocks + kb]; }
+  float sb(int64_t col, int64_t kb) const { return e8m0_to_f32(ws[(col / kBlk) * kblocks + kb]); }
 };
 
-Fp8Problem make_problem(std::span<bf16> y, std::span<const uint8_t> xq, std::span<const float> xs,
-                        std::span<const uint8_t> w, std::span<const uint8_t> ws, int64_t m, int64_t n,
-                        int64_t k) {
+// fp8_gemm per (row, col, block): the exact block dot rounded once to fp32, times Scale_C = sa·sb (fp32),
+// added to the fp32 accumulator.
+inline float fp8_step(float acc, double blk, float sa, float sb) { return acc + float(blk) * (sa * sb); }
+
+#ifndef __AVX512F__
+// Portable path: exact block sums in fp64 (products of e4m3 values are exact, and so is every partial sum).
+void fp8_portable(const Fp8Args& a) {
+#pragma omp parallel for schedule(static)
+  for (int64_t j = 0; j < a.n; ++j)
+    for (int64_t i = 0; i < a.m; ++i) {
+      float acc = 0.f;
+      for (int64_t kb = 0; kb < a.kblocks; ++kb) {
+        const uint8_t* x = a.xq + i * a.k + kb * kBlk;
+        const uint8_t* w = a.w + j * a.k + kb * kBlk;
+        double s = 0.0;
+        for (int t = 0; t < kBlk; ++t) s += double(e4m3_decode_scalar(x[t])) * double(e4m3_decode_scalar(w[t]));
+        acc = fp8_step(acc, s, a.sa(i, kb), a.sb(j, kb));
+      }
+      a.y[i * a.n + j] = f32_to_bf16(acc);  // fp8_gemm: output cast to bf16
+    }
+}
+#else
+// ---- e4m3 -> fp64, 8 values per byte shuffle.
+// With byte 7 of an fp64 pattern = the sign and byte 6 = the magnitude code << 1, the fp64 exponent field
+// is the e4m3 exponent field and the top 3 mantissa bits are the e4m3 ones: the pattern holds the code's
+// value times 2^-1016 exactly (subnormal codes land on fp64 subnormals with the same scale). One masked
+// two-source byte shuffle builds 8 such patterns from 64 prepared codes (lo = code << 1, hi = sign).
+struct Codes64 {
+  __m512i lo, hi;
+};
+inline Codes64 prepare_codes(__m512i c) {
+  return {_mm512_add_epi8(c, c), _mm512_and_si512(c, _mm512_set1_epi8(char(0x80)))};
+}
+inline __mmask64 nan_codes(__m512i c) {  // S.1111.111, never produced by act_quant's clamp
+  return _mm512_cmpeq_epi8_mask(_mm512_or_si512(c, _mm512_set1_epi8(char(0x80))), _mm512_set1_epi8(char(0xff)));
+}
+inline __m512d decode8(const Codes64& c, __m512i idx) {
+  return _mm512_castsi512_pd(_mm512_maskz_permutex2var_epi8(0xC0C0C0C0C0C0C0C0ull, c.lo, idx, c.hi));
+}
+// The streaming form of the same decode: lo and hi interleaved into the 16-bit top patterns (two in-lane
+// unpacks per 64 codes), so that each group of 8 needs one single-source shuffle (no register copy for a
+// destructive two-source shuffle). Codes 16L+8h+i (128-bit lane L) sit in word 8L+i of w[h], so codes
+// 8j..8j+7 are decode8w(w[j % 2], words[j / 2]).
+struct Words64 {
+  __m512i w[2];
+};
+inline Words64 prepare_words(__m512i c) {
+  const Codes64 cd = prepare_codes(c);
+  return {{_mm512_unpacklo_epi8(cd.lo, cd.hi), _mm512_unpackhi_epi8(cd.lo, cd.hi)}};
+}
+inline __mmask64 nan_codes_fast(__m512i c) {  // (code << 1) & 0xff == 0xfe: S.1111.111
+  return _mm512_cmpge_epu8_mask(_mm512_add_epi8(c, c), _mm512_set1_epi8(char(0xfe)));
+}
+inline __m512d decode8w(__m512i w, __m512i idx) {
+  return _mm512_castsi512_pd(_mm512_maskz_permutexvar_epi8(0xC0C0C0C0C0C0C0C0ull, idx, w));
+}
+// Shuffle controls: along_k[j] puts codes 8j..8j+7 in lanes 0..7 (lanes along k); across[t] puts codes t,
+// t+8, ..., t+56 in lanes 0..7 (64 codes = 8 rows x 8 k: lanes along the rows).
+struct ShuffleIdx {
+  __m512i along_k[8], across[8];
+  __m512i words[4];  // see Words64
+  ShuffleIdx() {
+    for (int j = 0; j < 8; ++j) {
+      alignas(64) uint8_t b[3][64] = {};
+      for (int q = 0; q < 8; ++q) {
+        const int along = 8 * j + q, acr = j + 8 * q, word = 8 * (j % 4) + q;
+        b[0][8 * q + 6] = uint8_t(along), b[0][8 * q + 7] = uint8_t(64 | along);
+        b[1][8 * q + 6] = uint8_t(acr), b[1][8 * q + 7] = uint8_t(64 | acr);
+        b[2][8 * q + 6] = uint8_t(2 * word), b[2][8 * q + 7] = uint8_t(2 * word + 1);
+      }
+      along_k[j] = _mm512_load_si512(b[0]);
+      across[j] = _mm512_load_si512(b[1]);
+      if (j < 4) words[j] = _mm512_load_si512(b[2]);
+    }
+  }
+};
+const ShuffleIdx& shuffle_idx() {
+  static const ShuffleIdx t;
+  return t;
+}
+// Scales: decode8 gives values times 2^-1016. Both operands get rescaled so that every product is a normal
+// fp64 (then exact): the GEMV keeps its streamed weights as decoded and takes activations times 2^500
+// (products carry 2^-516), the GEMM rescales both operands to their true values.
+inline __m512d rescale(__m512d d, double log2) { return _mm512_scalef_pd(d, _mm512_set1_pd(log2)); }
+inline __m512d nan8() { return _mm512_set1_pd(std::numeric_limits<double>::quiet_NaN()); }
+
+// k activation codes -> values times 2^log2_extra (NaN codes -> NaN).
+void decode_activations(double* out, const uint8_t* x, int64_t k, const ShuffleIdx& t, double log2_extra) {
+  for (int64_t k0 = 0; k0 < k; k0 += 64) {
+    const __m512i c = _mm512_loadu_si512(x + k0);
+    const Codes64 cd = prepare_codes(c);
+    const __mmask64 nan = nan_codes(c);
+    for (int j = 0; j < 8; ++j) {
+      __m512d d = rescale(decode8(cd, t.along_k[j]), 1016.0 + log2_extra);
+      if (nan) [[unlikely]] d = _mm512_mask_mov_pd(d, __mmask8(nan >> (8 * j)), nan8());
+      _mm512_store_pd(out + k0 + 8 * j, d);
+    }
+  }
+}
+
+// Lane i of the result = sum of the 8 lanes of v[i].
+inline __m512d hsum8(const __m512d v[8]) {
+  __m512d t[4];
+  for (int i = 0; i < 4; ++i)
+    t[i] = _mm512_add_pd(_mm512_unpacklo_pd(v[2 * i], v[2 * i + 1]), _mm512_unpackhi_pd(v[2 * i], v[2 * i + 1]));
+  __m512d u[2];
+  for (int i = 0; i < 2; ++i)
+    u[i] = _mm512_add_pd(_mm512_shuffle_f64x2(t[2 * i], t[2 * i + 1], 0x88),
+                         _mm512_shuffle_f64x2(t[2 * i], t[2 * i + 1], 0xDD));
+  return _mm512_add_pd(_mm512_shuffle_f64x2(u[0], u[1], 0x88), _mm512_shuffle_f64x2(u[0], u[1], 0xDD));
+}
+
+// fp8_gemm's fp32 steps on 8 (row, col) pairs at once: exact block sums -> fp32, × Scale_C, + acc.
+inline __m256 fp8_step8(__m256 acc, __m512d blk, __m256 scale) {
+  return _mm256_add_ps(acc, _mm256_mul_ps(_mm512_cvtpd_ps(blk), scale));
+}
+
+// ---- GEMV (m <= 4): weights streamed once. A group of 8 weight rows is split into sub-groups of S rows
+// so that S·M (weight row, activation row) pairs fill the 8 accumulators; the 8 block sums come out of
+// one horizontal reduction in lane r·M + mm.
+constexpr int kGemvRows = 4;
+constexpr int64_t kGemvMaxK = 8192;
+constexpr int64_t kPrefetch = 256;  // bytes ahead in each weight row (8 rows stream at once)  // activations decoded on each thread's stack (M·k·8 bytes)
+
+template <int M>
+void fp8_gemv(const Fp8Args& a) {
+  constexpr int S = M == 1 ? 8 : M == 2 ? 4 : 2, G = 8 / S;
+  const ShuffleIdx& t = shuffle_idx();
+  const int64_t groups = (a.n + 7) / 8;
+#pragma omp parallel
+  {
+    alignas(64) double x[M][kGemvMaxK];
+    for (int mm = 0; mm < M; ++mm) decode_activations(x[mm], a.xq + mm * a.k, a.k, t, 500.0);
+#pragma omp for schedule(static)
+    for (int64_t g = 0; g < groups; ++g) {
+      const int64_t n0 = 8 * g;
+      const uint8_t* wr[8];
+      for (int r = 0; r < 8; ++r) wr[r] = a.w + std::min<int64_t>(n0 + r, a.n - 1) * a.k;  // tail: recompute
+      __m256 acc[G];
+      for (int sg = 0; sg < G; ++sg) acc[sg] = _mm256_setzero_ps();
+      for (int64_t kb = 0; kb < a.kblocks; ++kb) {
+        // Scale_C of lane r·M + mm: sa[mm]·sb (the 8 rows share one 128-row scale block). Lanes past S·M
+        // (M = 3) are never stored.
+        alignas(32) float sa[8] = {};
+        for (int i = 0; i < S * M; ++i) sa[i] = a.sa(i % M, kb);
+        const __m256 scale = _mm256_mul_ps(_mm256_load_ps(sa), _mm256_set1_ps(a.sb(n0, kb)));
+        for (int sg = 0; sg < G; ++sg) {
+          __m512d part[8];
+          for (int i = 0; i < 8; ++i) part[i] = _mm512_setzero_pd();
+          __mmask8 nan_lanes = 0;
+          for (int h = 0; h < 2; ++h) {
+            Words64 c[S];
+            for (int r = 0; r < S; ++r) {
+              const uint8_t* src = wr[sg * S + r] + kb * kBlk + 64 * h;
+              _mm_prefetch(reinterpret_cast<const char*>(src + kPrefetch), _MM_HINT_T0);
+              const __m512i raw = _mm512_loadu_si512(src);
+              c[r] = prepare_words(raw);
+              if (nan_codes_fast(raw)) [[unlikely]] nan_lanes |= __mmask8(((1u << M) - 1) << (r * M));
+            }
+            const double* xk = &x[0][0] + kb * kBlk + 64 * h;
+#pragma GCC unroll 8
+            for (int q = 0; q < 8; ++q) {
+              __m512d av[M];
+              for (int mm = 0; mm < M; ++mm) av[mm] = _mm512_load_pd(xk + mm * kGemvMaxK + 8 * q);
+#pragma GCC unroll 8
+              for (int r = 0; r < S; ++r) {
+                const __m512d d = decode8w(c[r].w[q % 2], t.words[q / 2]);
+                for (int mm = 0; mm < M; ++mm) part[r * M + mm] = _mm512_fmadd_pd(d, av[mm], part[r * M + mm]);
+              }
+            }
+          }
+          __m512d blk = rescale(hsum8(part), 516.0);  // exact: the true block sums
+          if (nan_lanes) [[unlikely]] blk = _mm512_mask_mov_pd(blk, nan_lanes, nan8());
+          acc[sg] = fp8_step8(acc[sg], blk, scale);
+        }
+      }
+      for (int sg = 0; sg < G; ++sg) {
+        alignas(32) float o[8];
+        _mm256_store_ps(o, acc[sg]);
+        for (int i = 0; i < S * M; ++i) {
+          const int64_t row = n0 + sg * S + i / M;
+          if (row < a.n) a.y[(i % M) * a.n + row] = f32_to_bf16(o[i]);  // fp8_gemm: output cast to bf16
+        }
+      }
+    }
+  }
+}
+
+// ---- GEMM: tiles of up to kMc activation rows x kNt weight rows. Per K block the tile decodes its
+// activations once (rows of true values, broadcast from memory) and its weights once, transposed into a
+// [128][kNt] panel (lanes along n); kMr x kNt register micro-tiles accumulate outer products, so every
+// accumulator lane is one (row, col) block sum and no horizontal reduction is needed.
+constexpr int kMr = 4, kNt = 32, kMc = 128;
+
+void fp8_gemm_tile(const Fp8Args& a, int64_t m0, int64_t n0, const ShuffleIdx& t) {
+  const int mv = int(std::min<int64_t>(kMc, a.m - m0)), nv = int(std::min<int64_t>(kNt, a.n - n0));
+  const int mr = (mv + kMr - 1) / kMr * kMr;  // rows past mv recompute the last row and are dropped
+  alignas(64) double A[kMc][kBlk];
+  alignas(64) double B[kBlk][kNt];
+  alignas(64) float acc[kMc][kNt];
+  alignas(32) float sb[kNt];
+  for (int i = 0; i < mr; ++i) std::fill(acc[i], acc[i] + kNt, 0.f);
+  const uint8_t* wrow[kNt];
+  for (int j = 0; j < kNt; ++j) wrow[j] = a.w + (n0 + std::min(j, nv - 1)) * a.k;  // tail: recompute
+  for (int64_t kb = 0; kb < a.kblocks; ++kb) {
+    for (int i = 0; i < mr; ++i) {
+      const int64_t row = m0 + std::min(i, mv - 1);
+      decode_activations(A[i], a.xq + row * a.k + kb * kBlk, kBlk, t, 0.0);
+    }
+    // Weights: 8 rows x 8 k gathered into one vector, then 8 shuffles give the 8 k-slices (lanes = rows).
+    __mmask8 nan_cols[kNt / 8][16] = {};
+    for (int jg = 0; jg < kNt / 8; ++jg) {
+      const __m512i offs = _mm512_setr_epi64(wrow[8 * jg] - a.w, wrow[8 * jg + 1] - a.w, wrow[8 * jg + 2] - a.w,
+                                             wrow[8 * jg + 3] - a.w, wrow[8 * jg + 4] - a.w, wrow[8 * jg + 5] - a.w,
+                                             wrow[8 * jg + 6] - a.w, wrow[8 * jg + 7] - a.w);
+      for (int kc = 0; kc < kBlk / 8; ++kc) {
+        const __m512i raw = _mm512_i64gather_epi64(offs, a.w + kb * kBlk + 8 * kc, 1);
+        const Codes64 c = prepare_codes(raw);
+        if (const __mmask64 nan = nan_codes(raw)) [[unlikely]]
+          for (int r = 0; r < 8; ++r) nan_cols[jg][kc] |= __mmask8(((nan >> (8 * r)) & 0xff) != 0) << r;
+        for (int kk = 0; kk < 8; ++kk) _mm512_store_pd(&B[8 * kc + kk][8 * jg], rescale(decode8(c, t.across[kk]), 1016.0));
+      }
+    }
+    __mmask8 nan_any[kNt / 8] = {};
+    for (int jg = 0; jg < kNt / 8; ++jg)
+      for (int kc = 0; kc < kBlk / 8; ++kc) nan_any[jg] |= nan_cols[jg][kc];
+    for (int j = 0; j < kNt; ++j) sb[j] = a.sb(n0 + std::min(j, nv - 1), kb);
+    for (int i0 = 0; i0 < mr; i0 += kMr) {
+      __m512d c[kMr][kNt / 8];
+      for (int i = 0; i < kMr; ++i)
+        for (int jg = 0; jg < kNt / 8; ++jg) c[i][jg] = _mm512_setzero_pd();
+#pragma GCC unroll 4
+      for (int kk = 0; kk < kBlk; ++kk) {
+        __m512d b[kNt / 8];
+        for (int jg = 0; jg < kNt / 8; ++jg) b[jg] = _mm512_load_pd(&B[kk][8 * jg]);
+        for (int i = 0; i < kMr; ++i) {
+          const __m512d av = _mm512_set1_pd(A[i0 + i][kk]);
+          for (int jg = 0; jg < kNt / 8; ++jg) c[i][jg] = _mm512_fmadd_pd(av, b[jg], c[i][jg]);
+        }
+      }
+      for (int i = 0; i < kMr; ++i) {
+        const __m256 sa = _mm256_set1_ps(a.sa(m0 + std::min(i0 + i, mv - 1), kb));
+        for (int jg = 0; jg < kNt / 8; ++jg) {
+          __m512d blk = c[i][jg];
+          if (nan_any[jg]) [[unlikely]] blk = _mm512_mask_mov_pd(blk, nan_any[jg], nan8());
+          float* o = &acc[i0 + i][8 * jg];
+          _mm256_store_ps(o, fp8_step8(_mm256_load_ps(o), blk, _mm256_mul_ps(sa, _mm256_load_ps(sb + 8 * jg))));
+        }
+      }
+    }
+  }
+  for (int i = 0; i < mv; ++i)
+    for (int j = 0; j < nv; ++j) a.y[(m0 + i) * a.n + n0 + j] = f32_to_bf16(acc[i][j]);  // fp8_gemm: bf16 out
+}
+
+void fp8_gemm(const Fp8Args& a) {
+  const ShuffleIdx& t = shuffle_idx();
+  const int64_t nt = (a.n + kNt - 1) / kNt, mt = (a.m + kMc - 1) / kMc;
+#pragma omp parallel for collapse(2) schedule(static)
+  for (int64_t tn = 0; tn < nt; ++tn)
+    for (int64_t tm = 0; tm < mt; ++tm) fp8_gemm_tile(a, tm * kMc, tn * kNt, t);
+}
+
+bool fp8_gemv_fits(const Fp8Args& a) { return a.m <= kGemvRows && a.k <= kGemvMaxK; }
+
+void fp8_gemv_any(const Fp8Args& a) {
+  switch (a.m) {
+    case 1: fp8_gemv<1>(a); return;
+    case 2: fp8_gemv<2>(a); return;
+    case 3: fp8_gemv<3>(a); return;
+    default: fp8_gemv<4>(a); return;
+  }
+}
+#endif
+
+Fp8Args make_args(std::span<bf16> y, std::span<const uint8_t> xq, std::span<const float> xs,
+                  std::span<const uint8_t> w, std::span<const uint8_t> ws, int64_t m, int64_t n, int64_t k) {
   assert(k % kBlk == 0);
   const int64_t kblocks = k / kBlk;
   assert(int64_t(y.size()) >= m * n && int64_t(xq.size()) >= m * k && int64_t(xs.size()) >= m * kblocks);
   assert(int64_t(w.size()) >= n * k && int64_t(ws.size()) >= ((n + kBlk - 1) / kBlk) * kblocks);
-  Fp8Problem p;
-  p.m = m, p.n = n, p.k = k, p.xq = xq.data(), p.xs = xs.data(), p.w = w.data(), p.ws = ws.data();
-  p.y = y.data(), p.kblocks = kblocks;
-  return p;
+  return {m, n, k, kblocks, xq.data(), xs.data(), w.data(), ws.data(), y.data()};
+}
+
+enum class Path { Auto, Gemv, Gemm };
+
+void run(const Fp8Args& a, Path path) {
+  if (a.m <= 0 || a.n <= 0) return;
+#ifdef __AVX512F__
+  const bool gemv = path == Path::Gemv || (path == Path::Auto && fp8_gemv_fits(a));
+  if (gemv && fp8_gemv_fits(a)) fp8_gemv_any(a);
+  else fp8_gemm(a);
+#else
+  (void)path;
+  fp8_portable(a);
+#endif
 }
 
 }  // namespace
 
 void linear_fp8(std::span<bf16> y, std::span<const uint8_t> xq, std::span<const float> xs,
                 std::span<const uint8_t> w, std::span<const uint8_t> ws, int64_t m, int64_t n, int64_t k) {
-  detail::run_linear(make_problem(y, xq, xs, w, ws, m, n, k));
+  run(make_args(y, xq, xs, w, ws, m, n, k), Path::Auto);
 }
 
 void linear_fp8_gemv(std::span<bf16> y, std::span<const uint8_t> xq, std::span<const float> xs,
                      std::span<const uint8_t> w, std::span<const uint8_t> ws, int64_t m, int64_t n, int64_t k) {
-  assert(m <= detail::kGemvRows);
-  detail::run_linear(make_problem(y, xq, xs, w, ws, m, n, k));
+  assert(m <= 4);
+  run(make_args(y, xq, xs, w, ws, m, n, k), Path::Gemv);
 }
 
 void linear_fp8_gemm(std::span<bf16> y, std::span<const uint8_t> xq, std::span<const float> xs,
                      std::span<const uint8_t> w, std::span<const uint8_t> ws, int64_t m, int64_t n, int64_t k) {
-  if (m > 0 && n > 0) detail::gemm_engine(make_problem(y, xq, xs, w, ws, m, n, k));
+  run(make_args(y, xq, xs, w, ws, m, n, k), Path::Gemm);
 }
 
 }  // namespace dsv4::kernels
