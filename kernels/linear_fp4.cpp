@@ -61,93 +61,149 @@ inline float fp4_step(float acc, int32_t isum, float sa, float sb) {
   return acc + blk * (sa * sb);                     // fp4_gemm: fp32 accumulation
 }
 
-#ifdef __AVX512F__
-constexpr int Nt = 16, Mc = 16;
+#if defined(__AVX512F__) && defined(__AVX512VBMI__) && defined(__AVX512VNNI__)
+// Tiles of up to Mc activation rows x Nt weight rows. The weights are made unsigned, W' = W + 12 in
+// [0, 24], so that VNNI (u8 x s8) takes them as its unsigned operand and the activations, signed, as three
+// base-2^7 digits (|A| < 2^18): Σ A·W = Σ_d 2^(7d) Σ A_d·W' − 12·Σ A, all exact in int32 (|Σ A·W'| <
+// 32·2^17.8·24 < 2^31). Per K block each weight row's 32 k-quads are transposed so that one vector holds a
+// k-quad of 16 rows (lanes along n) and the activation digits of that k-quad are a broadcast: a 4 x 16
+// micro-tile runs 12 VNNI chains with no horizontal sums, and each (row, col, sub-block) sum lands in one
+// lane, in ascending sub-block order.
+constexpr int Nt = 32, Mc = 64, kMr = 4;
+
+// e4m3 magnitude code -> A as three 7-bit digits (code 0x7f, NaN, maps to 0 as in the GEMV).
+struct E4m3Digits7 {
+  std::array<uint8_t, 128> d[3]{};
+};
+constexpr E4m3Digits7 make_digits7() {
+  E4m3Digits7 t;
+  for (int c = 0; c < 127; ++c) {
+    const int e = c >> 3, man = c & 7;
+    const int v = e == 0 ? man : (8 | man) << (e - 1);  // value·2^9
+    for (int d = 0; d < 3; ++d) t.d[d][c] = uint8_t((v >> (7 * d)) & 0x7f);
+  }
+  return t;
+}
+constexpr E4m3Digits7 kDigits7 = make_digits7();
+
+// 16x16 dword transpose: r[j] lane t -> out[t] lane j.
+inline void transpose16(const __m512i r[16], __m512i out[16]) {
+  __m512i a[16], b[16];
+  for (int i = 0; i < 8; ++i) {
+    a[2 * i] = _mm512_unpacklo_epi32(r[2 * i], r[2 * i + 1]);
+    a[2 * i + 1] = _mm512_unpackhi_epi32(r[2 * i], r[2 * i + 1]);
+  }
+  for (int i = 0; i < 4; ++i) {  // b[4i + c]: rows 4i..4i+3 of column 4L + c in 128-bit lane L
+    b[4 * i + 0] = _mm512_unpacklo_epi64(a[4 * i], a[4 * i + 2]);
+    b[4 * i + 1] = _mm512_unpackhi_epi64(a[4 * i], a[4 * i + 2]);
+    b[4 * i + 2] = _mm512_unpacklo_epi64(a[4 * i + 1], a[4 * i + 3]);
+    b[4 * i + 3] = _mm512_unpackhi_epi64(a[4 * i + 1], a[4 * i + 3]);
+  }
+  for (int c = 0; c < 4; ++c) {
+    const __m512i u0 = _mm512_shuffle_i32x4(b[c], b[4 + c], 0x88), u1 = _mm512_shuffle_i32x4(b[c], b[4 + c], 0xDD);
+    const __m512i v0 = _mm512_shuffle_i32x4(b[8 + c], b[12 + c], 0x88), v1 = _mm512_shuffle_i32x4(b[8 + c], b[12 + c], 0xDD);
+    out[c] = _mm512_shuffle_i32x4(u0, v0, 0x88);
+    out[8 + c] = _mm512_shuffle_i32x4(u0, v0, 0xDD);
+    out[4 + c] = _mm512_shuffle_i32x4(u1, v1, 0x88);
+    out[12 + c] = _mm512_shuffle_i32x4(u1, v1, 0xDD);
+  }
+}
 
 void fp4_tile(const Fp4Args& a, int64_t n0, int64_t m0) {
   const int nv = int(std::min<int64_t>(Nt, a.n - n0)), mv = int(std::min<int64_t>(Mc, a.m - m0));
-  const __m512i lut = _mm512_broadcast_i32x4(_mm_loadu_si128(reinterpret_cast<const __m128i*>(kE2m1Twice.data())));
-  const __m512i nib = _mm512_set1_epi8(0x0f);
+  const int mr = (mv + kMr - 1) / kMr * kMr;  // rows past mv recompute the last row and are dropped
+  __m512i lut = _mm512_setzero_si512();         // nibble -> W + 12
+  {
+    alignas(16) int8_t b[16];
+    for (int i = 0; i < 16; ++i) b[i] = int8_t(kE2m1Twice[i] + 12);
+    lut = _mm512_broadcast_i32x4(_mm_load_si128(reinterpret_cast<const __m128i*>(b)));
+  }
   __m512i dig[3][2];
   for (int d = 0; d < 3; ++d)
-    for (int h = 0; h < 2; ++h) dig[d][h] = _mm512_loadu_si512(kDigits.d[d].data() + 64 * h);
-  alignas(64) uint8_t ev_idx[64], od_idx[64];  // deinterleave 128 codes into even / odd k
-  for (int j = 0; j < 64; ++j) {
-    ev_idx[j] = uint8_t(2 * j < 64 ? 2 * j : 64 | (2 * j - 64));
-    od_idx[j] = uint8_t(2 * j + 1 < 64 ? 2 * j + 1 : 64 | (2 * j + 1 - 64));
-  }
-  const __m512i iev = _mm512_load_si512(ev_idx), iod = _mm512_load_si512(od_idx);
+    for (int h = 0; h < 2; ++h) dig[d][h] = _mm512_loadu_si512(kDigits7.d[d].data() + 64 * h);
+  const __m512i ones = _mm512_set1_epi8(1);
 
-  alignas(64) float acc[Mc][Nt] = {};
-  alignas(64) int8_t wlo[Nt][64], whi[Nt][64];   // decoded weights of one K block: even / odd k
-  alignas(64) uint8_t ad[Mc][2][3][64];          // activation digits: [even/odd][digit]
-  __mmask64 asg[Mc][2];                          // activation signs: [even/odd]
-  alignas(64) float sbv[Nt / 4][16];             // lane s*4+r: weight scale of row r, sub-block s
-  alignas(16) uint32_t sbw[Nt];                  // raw e8m0 bytes of the K block, one dword per row
-  const __m128i tr4 = _mm_setr_epi8(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
-  // Each row's scales are a separate short run (k/32 bytes): touch them all up front so their cache
-  // misses overlap instead of stalling one by one inside the K loop.
-  for (int j = 0; j < nv; ++j)
-    for (int64_t off = 0; off < a.sblocks; off += 64) _mm_prefetch(reinterpret_cast<const char*>(a.ws + (n0 + j) * a.sblocks + off), _MM_HINT_T0);
+  alignas(64) float acc[Mc][Nt];
+  alignas(64) uint32_t wt[Nt / 16][32][16];  // [half][k-quad][row]: 4 bytes W' of one row, one k-quad
+  alignas(64) float sbv[Nt / 16][4][16];     // [half][sub-block][row]: weight scales
+  alignas(64) int8_t ad[Mc][3][kBlk];        // activation digits, signed, in k order
+  alignas(64) int32_t corr[Mc][4];           // 12·Σ A per sub-block
+  for (int i = 0; i < mr; ++i) std::fill(acc[i], acc[i] + Nt, 0.f);
+  const uint8_t* wrow[Nt];
+  for (int j = 0; j < Nt; ++j) wrow[j] = a.w + (n0 + std::min(j, nv - 1)) * (a.k / 2);  // tail: recompute
+
   for (int64_t kb = 0; kb < a.kblocks; ++kb) {
-    for (int j = 0; j < Nt; ++j) {
-      const int64_t row = n0 + std::min(j, nv - 1);
-      const __m512i b = _mm512_loadu_si512(a.w + row * (a.k / 2) + kb * 64);
-      _mm512_store_si512(wlo[j], _mm512_shuffle_epi8(lut, _mm512_and_si512(b, nib)));  // low nibble: even k
-      _mm512_store_si512(whi[j], _mm512_shuffle_epi8(lut, _mm512_and_si512(_mm512_srli_epi16(b, 4), nib)));
-      std::memcpy(&sbw[j], a.ws + row * a.sblocks + kb * 4, 4);  // this row's 4 sub-block scales
-    }
-    for (int g = 0; g < Nt / 4; ++g) {  // e8m0 bytes -> fp32 at lane s*4+r (a 4x4 byte transpose)
-      const __m128i t = _mm_shuffle_epi8(_mm_loadu_si128(reinterpret_cast<const __m128i*>(sbw + 4 * g)), tr4);
-      const __m512i b = _mm512_cvtepu8_epi32(t);
-      __m512i f = _mm512_slli_epi32(b, 23);
-      f = _mm512_mask_mov_epi32(f, _mm512_cmpeq_epi32_mask(b, _mm512_setzero_si512()),
-                                _mm512_set1_epi32(0x00400000));  // e8m0 0: 2^-127
-      f = _mm512_mask_mov_epi32(f, _mm512_cmpeq_epi32_mask(b, _mm512_set1_epi32(255)),
-                                _mm512_set1_epi32(0x7fc00000));  // e8m0 0xff: NaN
-      _mm512_store_ps(sbv[g], _mm512_castsi512_ps(f));
-    }
-    for (int i = 0; i < mv; ++i) {
-      const uint8_t* c = a.xq + (m0 + i) * a.k + kb * kBlk;
-      const __m512i c0 = _mm512_loadu_si512(c), c1 = _mm512_loadu_si512(c + 64);
-      const __m512i eo[2] = {_mm512_permutex2var_epi8(c0, iev, c1), _mm512_permutex2var_epi8(c0, iod, c1)};
-      for (int h = 0; h < 2; ++h) {
-        asg[i][h] = _mm512_movepi8_mask(eo[h]);
-        for (int d = 0; d < 3; ++d)
-          _mm512_store_si512(ad[i][h][d], _mm512_permutex2var_epi8(dig[d][0], eo[h], dig[d][1]));
-      }
-    }
-    for (int g = 0; g < Nt / 4; ++g) {
-      const __m512 sb = _mm512_load_ps(sbv[g]);
-      for (int i = 0; i < mv; ++i) {
-        __m512i v[4];
-        for (int r = 0; r < 4; ++r) {
-          const int j = 4 * g + r;
-          __m512i wv[2] = {_mm512_load_si512(wlo[j]), _mm512_load_si512(whi[j])};
-          __m512i s[3] = {_mm512_setzero_si512(), _mm512_setzero_si512(), _mm512_setzero_si512()};
-          for (int h = 0; h < 2; ++h) {
-            wv[h] = _mm512_mask_sub_epi8(wv[h], asg[i][h], _mm512_setzero_si512(), wv[h]);  // sign of x
-            for (int d = 0; d < 3; ++d)
-              s[d] = _mm512_dpbusd_epi32(s[d], _mm512_load_si512(ad[i][h][d]), wv[h]);
-          }
-          v[r] = _mm512_add_epi32(_mm512_add_epi32(s[0], _mm512_slli_epi32(s[1], 8)), _mm512_slli_epi32(s[2], 16));
+    for (int hf = 0; hf < Nt / 16; ++hf) {
+      __m512i r[16], t[16];
+      for (int g = 0; g < 2; ++g) {  // k-quads 16g .. 16g+15 of the 16 rows
+        for (int j = 0; j < 16; ++j) {
+          const __m256i b = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wrow[16 * hf + j] + kb * 64 + 32 * g));
+          const __m512i w = _mm512_cvtepu8_epi16(b);  // byte i -> word i: k = 2i (low nibble), 2i+1 (high)
+          const __m512i nb = _mm512_or_si512(_mm512_and_si512(w, _mm512_set1_epi16(0x0f)),
+                                             _mm512_slli_epi16(_mm512_and_si512(w, _mm512_set1_epi16(0xf0)), 4));
+          r[j] = _mm512_shuffle_epi8(lut, nb);  // W' of k = 64g + 0..63, in k order
         }
-        // 128-bit lane s of v[r] holds sub-block s of row r in 4 dwords; reduce to lane s*4+r.
-        const __m512i t0 = _mm512_add_epi32(_mm512_unpacklo_epi32(v[0], v[1]), _mm512_unpackhi_epi32(v[0], v[1]));
-        const __m512i t1 = _mm512_add_epi32(_mm512_unpacklo_epi32(v[2], v[3]), _mm512_unpackhi_epi32(v[2], v[3]));
-        const __m512i u = _mm512_add_epi32(_mm512_unpacklo_epi64(t0, t1), _mm512_unpackhi_epi64(t0, t1));
-        const __m512 blk = _mm512_scalef_ps(_mm512_cvtepi32_ps(u), _mm512_set1_ps(-10.f));  // fp4_gemm: exact
-                                                                                           // sub-block dot -> fp32
-        const __m512 p = _mm512_mul_ps(blk, _mm512_mul_ps(_mm512_set1_ps(a.xs[(m0 + i) * a.kblocks + kb]), sb));
-        __m128 ac = _mm_load_ps(acc[i] + 4 * g);
-        // fp4_gemm: fp32 accumulation in ascending sub-block order
-        ac = _mm_add_ps(ac, _mm512_extractf32x4_ps(p, 0));
-        ac = _mm_add_ps(ac, _mm512_extractf32x4_ps(p, 1));
-        ac = _mm_add_ps(ac, _mm512_extractf32x4_ps(p, 2));
-        ac = _mm_add_ps(ac, _mm512_extractf32x4_ps(p, 3));
-        _mm_store_ps(acc[i] + 4 * g, ac);
+        transpose16(r, t);
+        for (int q = 0; q < 16; ++q) _mm512_store_si512(wt[hf][16 * g + q], t[q]);
+      }
+      for (int j = 0; j < 16; ++j)
+        for (int s = 0; s < 4; ++s)
+          sbv[hf][s][j] = e8m0_to_f32(a.ws[(n0 + std::min(16 * hf + j, nv - 1)) * a.sblocks + kb * 4 + s]);
+    }
+    for (int i = 0; i < mr; ++i) {
+      const uint8_t* c = a.xq + (m0 + std::min(i, mv - 1)) * a.k + kb * kBlk;
+      __m512i sum[2] = {_mm512_setzero_si512(), _mm512_setzero_si512()};  // dword q: Σ A of k-quad q (·2^-7d)
+      for (int h = 0; h < 2; ++h) {
+        const __m512i code = _mm512_loadu_si512(c + 64 * h);
+        const __mmask64 neg = _mm512_movepi8_mask(code);
+        for (int d = 0; d < 3; ++d) {
+          __m512i v = _mm512_permutex2var_epi8(dig[d][0], code, dig[d][1]);  // index bit 7 ignored
+          v = _mm512_mask_sub_epi8(v, neg, _mm512_setzero_si512(), v);       // the activation's sign
+          _mm512_store_si512(ad[i][d] + 64 * h, v);
+          sum[h] = _mm512_add_epi32(sum[h], _mm512_slli_epi32(_mm512_dpbusd_epi32(_mm512_setzero_si512(), ones, v), 7 * d));
+        }
+      }
+      alignas(64) int32_t qs[32];
+      _mm512_store_si512(qs, sum[0]);
+      _mm512_store_si512(qs + 16, sum[1]);
+      for (int s = 0; s < 4; ++s) {
+        int32_t t = 0;
+        for (int q = 0; q < 8; ++q) t += qs[8 * s + q];
+        corr[i][s] = 12 * t;
       }
     }
+    for (int hf = 0; hf < Nt / 16; ++hf)
+      for (int i0 = 0; i0 < mr; i0 += kMr) {
+        __m512 f[kMr];
+        for (int i = 0; i < kMr; ++i) f[i] = _mm512_load_ps(&acc[i0 + i][16 * hf]);
+        for (int s = 0; s < 4; ++s) {
+          __m512i z[kMr][3];
+          for (int i = 0; i < kMr; ++i)
+            for (int d = 0; d < 3; ++d) z[i][d] = _mm512_setzero_si512();
+#pragma GCC unroll 8
+          for (int q = 0; q < 8; ++q) {
+            const __m512i w = _mm512_load_si512(wt[hf][8 * s + q]);
+            for (int i = 0; i < kMr; ++i)
+              for (int d = 0; d < 3; ++d) {
+                int32_t x4;
+                std::memcpy(&x4, ad[i0 + i][d] + 32 * s + 4 * q, 4);
+                z[i][d] = _mm512_dpbusd_epi32(z[i][d], w, _mm512_set1_epi32(x4));
+              }
+          }
+          const __m512 sb = _mm512_load_ps(sbv[hf][s]);
+          for (int i = 0; i < kMr; ++i) {
+            const __m512i v = _mm512_sub_epi32(
+                _mm512_add_epi32(_mm512_add_epi32(z[i][0], _mm512_slli_epi32(z[i][1], 7)), _mm512_slli_epi32(z[i][2], 14)),
+                _mm512_set1_epi32(corr[i0 + i][s]));
+            const __m512 blk = _mm512_scalef_ps(_mm512_cvtepi32_ps(v), _mm512_set1_ps(-10.f));  // fp4_gemm: exact
+                                                                                               // sub-block dot -> fp32
+            const float sa = a.xs[(m0 + std::min(i0 + i, mv - 1)) * a.kblocks + kb];
+            f[i] = _mm512_add_ps(f[i], _mm512_mul_ps(blk, _mm512_mul_ps(_mm512_set1_ps(sa), sb)));  // fp4_gemm: fp32
+                                                                                                    // accumulation
+          }
+        }
+        for (int i = 0; i < kMr; ++i) _mm512_store_ps(&acc[i0 + i][16 * hf], f[i]);
+      }
   }
   for (int i = 0; i < mv; ++i)
     for (int j = 0; j < nv; ++j) a.y[(m0 + i) * a.n + n0 + j] = f32_to_bf16(acc[i][j]);  // fp4_gemm: bf16 out
