@@ -13,11 +13,10 @@
 //    order of linear_core.hpp, rounded once to bf16. fp64 summation is not exact for arbitrary
 //    exponent spreads: the result is the correctly rounded bf16 unless the exact sum lies within
 //    about k·2^-53·Σ|x·w| of a bf16 rounding midpoint (relative 2^-41 for k = 4096).
-//  * FP32 (compressor wkv/wgate, gate, head: bf16-stored weights widened to fp32, fp32 activations):
-//    products exact in fp64, canonical fp64 order, rounded once to fp32. The reference's torch CPU
-//    fp32 order is unknown; this is a fixed, more accurate order (differences are fp32 ulps).
-// Every kernel takes a GEMV path for m <= 4 (weights streamed once) and a tiled GEMM path otherwise;
-// both follow the same per-element order, so a row's bits never depend on the batch.
+//  * FP32 (compressor wkv/wgate, gate, head): torch's CPU order, sequential over k (see linear_f32).
+// The FP8 / FP4 / BF16 kernels take a GEMV path for m <= 4 (weights streamed once) and a tiled GEMM path
+// otherwise. Their block sums are exact (FP8, FP4) or summed in one canonical order (BF16), and the
+// fp32 steps after them run in the same order on every path, so a row's bits never depend on the batch.
 // Kernels allocate nothing; they use OpenMP threads over output rows (tiles).
 #pragma once
 #include <cstdint>

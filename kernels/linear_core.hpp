@@ -1,12 +1,11 @@
-// Internal to kernels/linear_*.cpp: the fp64 dot-product engine shared by the FP8, BF16 and FP32
-// linears (FP4 has its own integer engine in linear_fp4.cpp). Not a public header.
+// Internal to kernels/linear_dense.cpp: the fp64 dot-product engine of the BF16 linears (FP8 and FP4
+// have their own engines: their block sums are exact in any order). Not a public header.
 //
 // Canonical per-element order (every path, every batch size, the scalar fallback):
 //   K is cut into 128-wide blocks, visited in ascending order. Inside a block, lane l (0..7) sums
 //   x[k]*w[k] for k = l, l+8, ..., l+120 in ascending k (products are exact in fp64 for every input
 //   format used here, so an FMA chain equals "add the exact product"); the 8 lanes are then added as
 //   ((l0+l1)+(l2+l3))+((l4+l5)+(l6+l7)). The block sum enters a per-kind accumulation rule (Rule).
-//   For FP8 all block sums are exact (see linear.hpp), so only the rule's fp32 steps round.
 // Batch invariance follows: a row's result never depends on which other rows are computed with it.
 #pragma once
 #include <algorithm>
@@ -59,7 +58,7 @@ inline __m512d hsum8(const __m512d v[8]) {
 //                 kb*128 + half*64 .. +63 made ready to decode (loaded and pre-shuffled);
 //                 __m512d get_b8(const B64&, int q) const;  elements 8q .. 8q+7 of those 64 as fp64
 //   double sa(int64_t row, int64_t kb) const, sb(int64_t col, int64_t kb) const;  block scales
-//                                                   (powers of two for FP8, 1 for dense)
+//                                                   (1 for the dense linears)
 //   static double step(double acc, double blk, double scale);        accumulation rule
 //   AVX-512 only: static __m512d step8(__m512d acc, __m512d blk, __m512d scale);
 //   void store(int64_t row, int64_t col, double acc) const;          final rounding and write
