@@ -4,8 +4,9 @@
 // each kernel reports its efficiency against the references measured in the same run with the same
 // thread count:
 //   GEMV:  "GB/s" = weight (+ scale) bytes streamed per second; "vs_copy" = that / copy bandwidth
-//          (copy counts read + write bytes, as STREAM does). Weights rotate through >= 512 MiB so the
-//          caches do not help.
+//          (copy counts read + write bytes, as STREAM does); "vs_read" = that / read-only streaming
+//          bandwidth (the roof of a weight stream: one core's reads alone stay below its copy rate).
+//          Weights rotate through >= 512 MiB so the caches do not help.
 //   GEMM:  "GFLOP/s" = useful FLOP/s (2·m·n·k); "vs_fma32" / "vs_fma64" = that / the fp32 / fp64 FMA
 //          peak (one thread's register-only FMA chains, times the thread count).
 // Run with --benchmark_filter to pick; the references always run first (filter them in too).
@@ -39,7 +40,7 @@ using namespace dsv4::kernels;
 using Clock = std::chrono::steady_clock;
 
 // Reference rates measured in this run, per thread count: bytes/s and FLOP/s.
-std::map<int, double> g_copy_bps, g_fma32, g_fma64;
+std::map<int, double> g_copy_bps, g_read_bps, g_fma32, g_fma64;
 
 int set_threads(benchmark::State& st, int arg) {
   const int t = int(st.range(arg));
@@ -70,12 +71,15 @@ void BM_CopyBandwidth(benchmark::State& st) {
   st.counters["GB/s"] = benchmark::Counter(double(2 * n) * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
 }
 
-// Read-only streaming (no reference for the ratios; shows what a weight stream can reach at best).
+// Read-only streaming: what a weight stream can reach at best ("vs_read" of the GEMVs).
 void BM_ReadBandwidth(benchmark::State& st) {
-  set_threads(st, 0);
+  const int threads = set_threads(st, 0);
   const size_t n = size_t(512) << 20;
   std::vector<char> a(n, 1);
+  double secs = 0;
+  int64_t iters = 0;
   for (auto _ : st) {
+    const auto t0 = Clock::now();
 #pragma omp parallel
     {
       const size_t nt = size_t(omp_get_num_threads()), t = size_t(omp_get_thread_num()), c = n / nt;
@@ -89,9 +93,11 @@ void BM_ReadBandwidth(benchmark::State& st) {
       benchmark::DoNotOptimize(s1);
 #endif
     }
+    secs += std::chrono::duration<double>(Clock::now() - t0).count();
+    ++iters;
   }
+  g_read_bps[threads] = double(n) * double(iters) / secs;
   st.counters["GB/s"] = benchmark::Counter(double(n) * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
-  const int threads = int(st.range(0));
   if (g_copy_bps.count(threads))
     st.counters["vs_copy"] = benchmark::Counter(double(n) / g_copy_bps[threads], benchmark::Counter::kIsIterationInvariantRate);
 }
@@ -174,6 +180,7 @@ void report(benchmark::State& st, int threads, double bytes, double flop) {
   st.counters["GB/s"] = C(bytes * 1e-9, C::kIsIterationInvariantRate);
   st.counters["GFLOP/s"] = C(flop * 1e-9, C::kIsIterationInvariantRate);
   if (g_copy_bps.count(threads)) st.counters["vs_copy"] = C(bytes / g_copy_bps[threads], C::kIsIterationInvariantRate);
+  if (g_read_bps.count(threads)) st.counters["vs_read"] = C(bytes / g_read_bps[threads], C::kIsIterationInvariantRate);
   if (g_fma32.count(threads)) st.counters["vs_fma32"] = C(flop / g_fma32[threads], C::kIsIterationInvariantRate);
   if (g_fma64.count(threads)) st.counters["vs_fma64"] = C(flop / g_fma64[threads], C::kIsIterationInvariantRate);
 }
