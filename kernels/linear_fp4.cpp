@@ -70,6 +70,7 @@ inline float fp4_step(float acc, int32_t isum, float sa, float sb) {
 // micro-tile runs 12 VNNI chains with no horizontal sums, and each (row, col, sub-block) sum lands in one
 // lane, in ascending sub-block order.
 constexpr int Nt = 32, Mc = 64, kMr = 4;
+static_assert(Mc % kMr == 0 && Nt % 16 == 0, "micro-tiles must fill a tile");
 
 // e4m3 magnitude code -> A as three 7-bit digits (code 0x7f, NaN, maps to 0 as in the GEMV).
 struct E4m3Digits7 {

@@ -226,6 +226,7 @@ void fp8_gemv(const Fp8Args& a) {
 // [128][kNt] panel (lanes along n); kMr x kNt register micro-tiles accumulate outer products, so every
 // accumulator lane is one (row, col) block sum and no horizontal reduction is needed.
 constexpr int kMr = 4, kNt = 32, kMc = 128;
+static_assert(kMc % kMr == 0 && kNt % 8 == 0, "micro-tiles must fill a tile");
 
 void fp8_gemm_tile(const Fp8Args& a, int64_t m0, int64_t n0, const ShuffleIdx& t) {
   const int mv = int(std::min<int64_t>(kMc, a.m - m0)), nv = int(std::min<int64_t>(kNt, a.n - n0));
