@@ -57,66 +57,78 @@ inline __m512d hsum8(const __m512d v[8]) {
 //   AVX-512 only: B64 load_b64(int64_t row, int64_t kb, int half) const;  weight elements
 //                 kb*128 + half*64 .. +63 made ready to decode (loaded and pre-shuffled);
 //                 __m512d get_b8(const B64&, int q) const;  elements 8q .. 8q+7 of those 64 as fp64
+//   const char* row_address(int64_t row) const; int64_t row_bytes;  weight rows (for prefetching)
 //   double sa(int64_t row, int64_t kb) const, sb(int64_t col, int64_t kb) const;  block scales
 //                                                   (1 for the dense linears)
 //   static double step(double acc, double blk, double scale);        accumulation rule
 //   AVX-512 only: static __m512d step8(__m512d acc, __m512d blk, __m512d scale);
 //   void store(int64_t row, int64_t col, double acc) const;          final rounding and write
 
-// GEMV: up to kGemvRows activation rows; weights are decoded on the fly and streamed once. A group
-// of 8 weight rows shares one decode of the activation block; inside it, sub-groups of S rows keep
-// S*M <= 8 (row, activation-row) pairs in registers for one 8-way reduction.
+// GEMV: up to kGemvRows activation rows (k <= kGemvMaxK); weights are decoded on the fly and streamed
+// once. Each thread decodes the activation rows once, then walks groups of 8 weight rows; inside a group,
+// sub-groups of S rows keep S*M <= 8 (row, activation-row) pairs in registers for one 8-way reduction,
+// and the next group's rows (contiguous) are prefetched a slice per K block.
+inline constexpr int64_t kGemvMaxK = 8192;  // activations on each thread's stack: M·k·8 bytes
+
 template <int M, class P>
 void gemv_engine(const P& p) {
   constexpr int R = 8;                               // weight rows per group
   constexpr int S = M == 1 ? 8 : M == 2 ? 4 : 2;     // weight rows per sub-group
   constexpr int G = R / S;                           // sub-groups per group
   const int64_t kblocks = p.k / kBlk, groups = (p.n + R - 1) / R;
-#pragma omp parallel for schedule(static)
-  for (int64_t g = 0; g < groups; ++g) {
-    const int64_t n0 = g * R;
-    int64_t rows[R];
-    for (int r = 0; r < R; ++r) rows[r] = std::min<int64_t>(n0 + r, p.n - 1);  // tail: recompute
-    alignas(64) double acc[G][8] = {};  // sub-group sg, pair i = r*M + mm (r within the sub-group)
-    alignas(64) double a[M][kBlk];
-    for (int64_t kb = 0; kb < kblocks; ++kb) {
-      for (int mm = 0; mm < M; ++mm) p.decode_a(mm, kb, a[mm]);
-      for (int sg = 0; sg < G; ++sg) {
-        const int64_t* rw = rows + sg * S;
-        alignas(64) double sc[8] = {};
-        for (int r = 0; r < S; ++r)
-          for (int mm = 0; mm < M; ++mm) sc[r * M + mm] = p.sa(mm, kb) * p.sb(rw[r], kb);  // exact: powers of two
+  const int64_t pf_lines = R * p.row_bytes / 64 / kblocks;  // the next group's lines per K block
+#pragma omp parallel
+  {
+    alignas(64) double a[M][kGemvMaxK];
+    for (int mm = 0; mm < M; ++mm)
+      for (int64_t kb = 0; kb < kblocks; ++kb) p.decode_a(mm, kb, a[mm] + kb * kBlk);
+#pragma omp for schedule(static)
+    for (int64_t g = 0; g < groups; ++g) {
+      const int64_t n0 = g * R;
+      int64_t rows[R];
+      for (int r = 0; r < R; ++r) rows[r] = std::min<int64_t>(n0 + r, p.n - 1);  // tail: recompute
+      const char* next = p.row_address(std::min<int64_t>(n0 + R, p.n - 1));
+      alignas(64) double acc[G][8] = {};  // sub-group sg, pair i = r*M + mm (r within the sub-group)
+      for (int64_t kb = 0; kb < kblocks; ++kb) {
+        for (int64_t l = 0; l < pf_lines; ++l) __builtin_prefetch(next + (kb * pf_lines + l) * 64);
+        for (int sg = 0; sg < G; ++sg) {
+          const int64_t* rw = rows + sg * S;
+          alignas(64) double sc[8] = {};
+          for (int r = 0; r < S; ++r)
+            for (int mm = 0; mm < M; ++mm) sc[r * M + mm] = p.sa(mm, kb) * p.sb(rw[r], kb);  // exact: powers of two
 #ifdef __AVX512F__
-        // Rows are interleaved inside the q loop so that consecutive FMAs are independent (each
-        // lane's chain is one (row, activation-row) pair, in ascending k: the canonical order).
-        __m512d part[8];
-        for (int i = 0; i < 8; ++i) part[i] = _mm512_setzero_pd();
-        for (int h = 0; h < 2; ++h) {
-          typename P::B64 wb[S];
-          for (int r = 0; r < S; ++r) wb[r] = p.load_b64(rw[r], kb, h);
-          for (int q = 0; q < 8; ++q) {
-            __m512d av[M];
-            for (int mm = 0; mm < M; ++mm) av[mm] = _mm512_load_pd(a[mm] + h * 64 + q * 8);
-            for (int r = 0; r < S; ++r) {
-              const __m512d d = p.get_b8(wb[r], q);
-              for (int mm = 0; mm < M; ++mm) part[r * M + mm] = _mm512_fmadd_pd(d, av[mm], part[r * M + mm]);
+          // Rows are interleaved inside the q loop so that consecutive FMAs are independent (each
+          // lane's chain is one (row, activation-row) pair, in ascending k: the canonical order).
+          __m512d part[8];
+          for (int i = 0; i < 8; ++i) part[i] = _mm512_setzero_pd();
+          for (int h = 0; h < 2; ++h) {
+            typename P::B64 wb[S];
+            for (int r = 0; r < S; ++r) wb[r] = p.load_b64(rw[r], kb, h);
+            for (int q = 0; q < 8; ++q) {
+              __m512d av[M];
+              for (int mm = 0; mm < M; ++mm) av[mm] = _mm512_load_pd(a[mm] + kb * kBlk + h * 64 + q * 8);
+              for (int r = 0; r < S; ++r) {
+                const __m512d d = p.get_b8(wb[r], q);
+                for (int mm = 0; mm < M; ++mm) part[r * M + mm] = _mm512_fmadd_pd(d, av[mm], part[r * M + mm]);
+              }
             }
           }
-        }
-        const __m512d blk = hsum8(part);
-        _mm512_store_pd(acc[sg], P::step8(_mm512_load_pd(acc[sg]), blk, _mm512_load_pd(sc)));
+          const __m512d blk = hsum8(part);
+          _mm512_store_pd(acc[sg], P::step8(_mm512_load_pd(acc[sg]), blk, _mm512_load_pd(sc)));
 #else
-        alignas(64) double b[kBlk];
-        for (int r = 0; r < S; ++r) {
-          p.decode_b(rw[r], kb, b);
-          for (int mm = 0; mm < M; ++mm)
-            acc[sg][r * M + mm] = P::step(acc[sg][r * M + mm], block_dot_canonical(a[mm], b), sc[r * M + mm]);
-        }
+          alignas(64) double b[kBlk];
+          for (int r = 0; r < S; ++r) {
+            p.decode_b(rw[r], kb, b);
+            for (int mm = 0; mm < M; ++mm)
+              acc[sg][r * M + mm] =
+                  P::step(acc[sg][r * M + mm], block_dot_canonical(a[mm] + kb * kBlk, b), sc[r * M + mm]);
+          }
 #endif
+        }
       }
+      for (int r = 0; r < R && n0 + r < p.n; ++r)
+        for (int mm = 0; mm < M; ++mm) p.store(mm, n0 + r, acc[r / S][(r % S) * M + mm]);
     }
-    for (int r = 0; r < R && n0 + r < p.n; ++r)
-      for (int mm = 0; mm < M; ++mm) p.store(mm, n0 + r, acc[r / S][(r % S) * M + mm]);
   }
 }
 
@@ -188,6 +200,7 @@ void gemm_engine(const P& p) {
 template <class P>
 void run_linear(const P& p) {
   if (p.m <= 0 || p.n <= 0) return;
+  if (p.k > kGemvMaxK) return gemm_engine(p);
   switch (p.m) {
     case 1: gemv_engine<1>(p); return;
     case 2: gemv_engine<2>(p); return;

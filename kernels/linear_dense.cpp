@@ -44,6 +44,8 @@ struct DenseProblem {
   const bf16* w;  // bf16 [n, k], row stride k
   Y* y;           // [m, n], row stride ldy (bf16 or fp32)
   int64_t ldy;
+  int64_t row_bytes = k * int64_t(sizeof(bf16));
+  const char* row_address(int64_t r) const { return reinterpret_cast<const char*>(w + r * k); }
   void decode_a(int64_t r, int64_t kb, double* out) const {
     decode_bf16_128(x + r * ldx + kb * kBlk, out);
   }
