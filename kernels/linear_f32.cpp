@@ -22,12 +22,43 @@ void seq_block(float* y, const float* x, const bf16* w, int64_t m, int64_t n0, i
 }
 
 #if defined(__AVX512F__)
-// Lanes run over 16 consecutive outputs j, so every lane is one output's sequential sum over k (k is never
-// split). The weights of 16 rows are read with plain row loads, 32 bf16 (16 dwords = pairs (t, t+1)) per
-// row, and transposed in registers; a gather per k step is several times slower than the weight stream.
+// Lanes run over 16 consecutive outputs j (a "panel" of 16 weight rows), so every lane is one output's
+// sequential sum over k; k is never split. The panel's rows are read with plain 64-byte loads (32 bf16 =
+// 16 dwords, each the pair (t, t+1)) and transposed in registers: a gather per k pair is several times
+// slower than the weight stream.
 
-// v[r] = row r's dwords (pairs) -> v[p] = pair p of rows 0..15 (lane r = row r). Four shuffle stages.
-inline void transpose16(__m512i (&v)[16]) {
+// Row r (0..15) of a panel: byte offset r * s from b. Rows 3, 5, 7 (+ 8) get their own strides and the
+// rest are scaled indices, so the 16 rows cost 6 registers (16 row pointers would be spilled).
+struct Panel {
+  const char* b;
+  int64_t s, s3, s5, s7;
+  Panel(const bf16* w, int64_t k) : b(reinterpret_cast<const char*>(w)), s(2 * k), s3(3 * s), s5(5 * s), s7(7 * s) {}
+  [[gnu::always_inline]] const void* at(int r, int64_t t) const {
+    const char* h = b + (r & 8 ? 8 * s : 0) + 2 * t;
+    switch (r & 7) {
+      case 0: return h;
+      case 1: return h + s;
+      case 2: return h + 2 * s;
+      case 3: return h + s3;
+      case 4: return h + 4 * s;
+      case 5: return h + s5;
+      case 6: return h + 2 * s3;
+      default: return h + s7;
+    }
+  }
+};
+
+// Loads the panel's bf16 [t, t + c) (c <= 32; zeros past c, nothing read there: the k tail) and transposes
+// the 16x16 dwords: v[p] lane r = row r's pair p = (t + 2p, t + 2p + 1).
+[[gnu::always_inline]] inline void load_block(__m512i (&v)[16], const Panel& w, int64_t t, int64_t c) {
+#pragma GCC unroll 16
+  for (int r = 0; r < 16; ++r)
+    v[r] = c >= 32 ? _mm512_loadu_si512(w.at(r, t)) : _mm512_maskz_loadu_epi16(__mmask32((1u << c) - 1), w.at(r, t));
+  for (int r = 0; r < 16; ++r) asm("" : "+v"(v[r]));  // one load per row: GCC would fold it into both unpacks
+  // 16 rows in lockstep at the same page offset (k = 4096: rows 8 KiB apart) defeat the hardware
+  // prefetchers; fetching 4 blocks ahead gains 10-20% from DRAM.
+  if (c >= 32)
+    for (int r = 0; r < 16; ++r) _mm_prefetch(static_cast<const char*>(w.at(r, t)) + 256, _MM_HINT_T0);
   __m512i a[16], s[16];
   for (int r = 0; r < 16; r += 2) {  // lane L of a[r]: rows r, r+1 at pairs 4L, 4L+1; a[r+1]: pairs 4L+2, 4L+3
     a[r] = _mm512_unpacklo_epi32(v[r], v[r + 1]);
@@ -50,59 +81,118 @@ inline void transpose16(__m512i (&v)[16]) {
   }
 }
 
-// Loads the 16 rows' bf16 [t, t + c) (c <= 32; the rest zero, no read past the rows) and transposes them.
-inline void load_block(__m512i (&v)[16], const bf16* w, int64_t k, int64_t t, int64_t c) {
-  const __mmask32 mask = c >= 32 ? ~__mmask32(0) : __mmask32((1u << c) - 1);
-  for (int r = 0; r < 16; ++r)
-    v[r] = c >= 32 ? _mm512_loadu_si512(w + r * k + t) : _mm512_maskz_loadu_epi16(mask, w + r * k + t);
-  transpose16(v);
-}
-
 // The pair's first (t) and second (t + 1) bf16 widened to fp32.
 inline __m512 lo_f32(__m512i p) { return _mm512_castsi512_ps(_mm512_slli_epi32(p, 16)); }
 inline __m512 hi_f32(__m512i p) {
   return _mm512_castsi512_ps(_mm512_and_si512(p, _mm512_set1_epi32(int(0xffff0000u))));
 }
 
-// Decode (m <= 8): R activation rows against one 16-row panel, weights transposed in registers straight
-// from the row loads (each is used R times). acc[i] = one chain per row; Zen 5's 2-cycle add keeps even
-// R = 1 ahead of the weight stream.
+// acc += x * w, one fp32 rounding each (fp-contract is off: never an FMA).
+inline __m512 step(__m512 acc, float x, __m512 w) { return _mm512_add_ps(acc, _mm512_mul_ps(_mm512_set1_ps(x), w)); }
+
+// The k % 32 tail (any k, odd included): y holds the sums so far; adds the remaining k - t steps, in order.
+// Out of line, as indexing v by a variable puts it in memory, which the main loop must not pay for.
 template <int R>
-void gemv_panel(float* y, const float* x, const bf16* w, int64_t n, int64_t k, int64_t j0) {
+[[gnu::noinline]] void gemv_tail(float* y, const float* x, const Panel& w, int64_t n, int64_t k, int64_t t) {
+  __m512 acc[R];
+  for (int i = 0; i < R; ++i) acc[i] = _mm512_loadu_ps(y + i * n);
+  __m512i v[16];
+  load_block(v, w, t, k - t);
+  for (int64_t e = 0; e < k - t; ++e) {
+    const __m512 we = e % 2 ? hi_f32(v[e / 2]) : lo_f32(v[e / 2]);
+    for (int i = 0; i < R; ++i) acc[i] = step(acc[i], x[i * k + t + e], we);
+  }
+  for (int i = 0; i < R; ++i) _mm512_storeu_ps(y + i * n, acc[i]);
+}
+
+// Decode (m <= 8): R activation rows against one panel, each transposed block used straight from registers
+// by all R rows. y, x point at the panel's column and row 0.
+template <int R>
+void gemv_panel(float* y, const float* x, const Panel w, int64_t n, int64_t k) {
   __m512 acc[R];
   for (int i = 0; i < R; ++i) acc[i] = _mm512_setzero_ps();
-  const bf16* wp = w + j0 * k;
-  __m512i v[16];
   int64_t t = 0;
   for (; t + 32 <= k; t += 32) {
-    load_block(v, wp, k, t, 32);
+    __m512i v[16];
+    load_block(v, w, t, 32);
 #pragma GCC unroll 16
     for (int p = 0; p < 16; ++p) {
       const __m512 w0 = lo_f32(v[p]), w1 = hi_f32(v[p]);
       for (int i = 0; i < R; ++i) {
         const float* xi = x + i * k + t + 2 * p;
-        acc[i] = _mm512_add_ps(acc[i], _mm512_mul_ps(_mm512_set1_ps(xi[0]), w0));
-        acc[i] = _mm512_add_ps(acc[i], _mm512_mul_ps(_mm512_set1_ps(xi[1]), w1));
+        acc[i] = step(step(acc[i], xi[0], w0), xi[1], w1);
       }
+      // Keeps the R chains interleaved step by step; GCC otherwise emits them one after another, which
+      // leaves the out-of-order window too short to overlap them.
+      for (int i = 0; i < R; ++i) asm volatile("" : "+v"(acc[i]));
     }
   }
-  if (t < k) {  // k % 32 tail (any k, odd included): exactly the remaining c steps, in order
-    const int64_t c = k - t;
-    load_block(v, wp, k, t, c);
-    for (int64_t e = 0; e < c; ++e) {
-      const __m512 we = e % 2 ? hi_f32(v[e / 2]) : lo_f32(v[e / 2]);
-      for (int i = 0; i < R; ++i) acc[i] = _mm512_add_ps(acc[i], _mm512_mul_ps(_mm512_set1_ps(x[i * k + t + e]), we));
-    }
-  }
-  for (int i = 0; i < R; ++i) _mm512_storeu_ps(y + i * n + j0, acc[i]);
+  for (int i = 0; i < R; ++i) _mm512_storeu_ps(y + i * n, acc[i]);
+  if (t < k) gemv_tail<R>(y, x, w, n, k, t);
 }
 
-// r (1..R) rows through gemv_panel<r>.
 template <int R = 8>
-void gemv_rows(int64_t r, float* y, const float* x, const bf16* w, int64_t n, int64_t k, int64_t j0) {
+void gemv_rows(int64_t m, float* y, const float* x, const Panel& w, int64_t n, int64_t k) {
   if constexpr (R > 1)
-    if (r < R) return gemv_rows<R - 1>(r, y, x, w, n, k, j0);
-  gemv_panel<R>(y, x, w, n, k, j0);
+    if (m < R) return gemv_rows<R - 1>(m, y, x, w, n, k);
+  gemv_panel<R>(y, x, w, n, k);
+}
+
+// Batch (m > 8): P panels' weights for a k chunk are transposed once into an fp32 scratch (L1-resident) and
+// reused by every row group; a group of up to 8 rows keeps 8 x P accumulators in registers, one broadcast
+// of x per row serving P panels. Across chunks the partial sums wait in y (an exact fp32 round trip).
+constexpr int64_t kChunk = 256;      // k per scratch fill: 2 panels x 16 x 256 x 4 B = 32 KiB
+constexpr int64_t kRowBlock = 256;   // activation rows per pass over the panel's weights (x block in L2)
+
+// wt[t * ld + r] = float(w[r][t0 + t]) for the panel's rows r < 16, t < kc.
+void stage(float* wt, int64_t ld, const Panel& w, int64_t t0, int64_t kc) {
+  for (int64_t t = 0; t < kc; t += 32) {  // kChunk % 32 == 0: a short last block stays inside wt
+    __m512i v[16];
+    load_block(v, w, t0 + t, std::min<int64_t>(32, kc - t));
+    for (int p = 0; p < 16; ++p) {
+      _mm512_store_ps(wt + (t + 2 * p) * ld, lo_f32(v[p]));
+      _mm512_store_ps(wt + (t + 2 * p + 1) * ld, hi_f32(v[p]));
+    }
+  }
+}
+
+template <int R, int P>
+void gemm_group(float* y, const float* x, const float* wt, int64_t n, int64_t k, int64_t t0, int64_t kc) {
+  __m512 acc[R][P];
+  for (int i = 0; i < R; ++i)
+    for (int q = 0; q < P; ++q) acc[i][q] = t0 == 0 ? _mm512_setzero_ps() : _mm512_loadu_ps(y + i * n + q * kLanes);
+  for (int64_t t = 0; t < kc; ++t) {
+    __m512 wv[P];
+    for (int q = 0; q < P; ++q) wv[q] = _mm512_load_ps(wt + (t * P + q) * kLanes);
+    for (int i = 0; i < R; ++i) {
+      const __m512 xb = _mm512_set1_ps(x[i * k + t0 + t]);
+      for (int q = 0; q < P; ++q) acc[i][q] = _mm512_add_ps(acc[i][q], _mm512_mul_ps(xb, wv[q]));
+    }
+  }
+  for (int i = 0; i < R; ++i)
+    for (int q = 0; q < P; ++q) _mm512_storeu_ps(y + i * n + q * kLanes, acc[i][q]);
+}
+
+template <int P, int R = 8>
+void gemm_rows(int64_t m, float* y, const float* x, const float* wt, int64_t n, int64_t k, int64_t t0, int64_t kc) {
+  if constexpr (R > 1)
+    if (m < R) return gemm_rows<P, R - 1>(m, y, x, wt, n, k, t0, kc);
+  gemm_group<R, P>(y, x, wt, n, k, t0, kc);
+}
+
+// Outputs [j0, j0 + 16 P) for all m rows. y, x, w are the whole tensors.
+template <int P>
+void gemm_panels(float* y, const float* x, const bf16* w, int64_t m, int64_t n, int64_t k, int64_t j0) {
+  alignas(64) float wt[kChunk * P * kLanes];
+  for (int64_t b0 = 0; b0 < m; b0 += kRowBlock) {
+    const int64_t b1 = std::min(m, b0 + kRowBlock);
+    for (int64_t t0 = 0; t0 == 0 || t0 < k; t0 += kChunk) {  // k == 0 still writes the zeros
+      const int64_t kc = std::min(kChunk, k - t0);
+      for (int q = 0; q < P; ++q) stage(wt + q * kLanes, P * kLanes, Panel(w + (j0 + q * kLanes) * k, k), t0, kc);
+      for (int64_t i0 = b0; i0 < b1; i0 += 8)
+        gemm_rows<P>(std::min<int64_t>(8, b1 - i0), y + i0 * n + j0, x + i0 * k, wt, n, k, t0, kc);
+    }
+  }
 }
 #endif
 
@@ -110,18 +200,25 @@ void gemv_rows(int64_t r, float* y, const float* x, const bf16* w, int64_t n, in
 
 void linear_f32(std::span<float> y, std::span<const float> x, std::span<const bf16> w, int64_t m, int64_t n,
                     int64_t k) {
-  const int64_t full = n / kLanes * kLanes;
 #if defined(__AVX512F__)
-  if (m <= 8) {
+  const int64_t full = n / kLanes * kLanes;
+  if (m >= 1 && m <= 8) {
 #pragma omp parallel for schedule(static)
-    for (int64_t nb = 0; nb < full; nb += kLanes) gemv_rows(m, y.data(), x.data(), w.data(), n, k, nb);
-    seq_block(y.data(), x.data(), w.data(), m, full, n, n, k);
-    return;
+    for (int64_t nb = 0; nb < full; nb += kLanes)
+      gemv_rows(m, y.data() + nb, x.data(), Panel(w.data() + nb * k, k), n, k);
+  } else if (m > 8) {
+    constexpr int P = 2;  // panels per task
+    const int64_t tasks = full / (P * kLanes);
+#pragma omp parallel for schedule(static)
+    for (int64_t b = 0; b < tasks; ++b) gemm_panels<P>(y.data(), x.data(), w.data(), m, n, k, b * P * kLanes);
+    if (tasks * P * kLanes < full) gemm_panels<1>(y.data(), x.data(), w.data(), m, n, k, tasks * P * kLanes);
   }
-#endif
+  seq_block(y.data(), x.data(), w.data(), m, full, n, n, k);
+#else
 #pragma omp parallel for schedule(static)
   for (int64_t nb = 0; nb < n; nb += kLanes)
     seq_block(y.data(), x.data(), w.data(), m, nb, std::min(n, nb + kLanes), n, k);
+#endif
 }
 
 }  // namespace dsv4::kernels
