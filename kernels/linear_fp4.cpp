@@ -308,8 +308,8 @@ void fp4_gemv(const Fp4Args& a) {
       const __m512 sb = e8m0_4x4(_mm_loadu_si128(reinterpret_cast<const __m128i*>(sbw)));
       __m512i v[M][4];
       for (int r = 0; r < 4; ++r) {
-        // The next group's 4 rows (4·k/2 contiguous bytes) are fetched a quarter line per row per block.
-        _mm_prefetch(reinterpret_cast<const char*>(wr[0] + 4 * ldw + (kb * 4 + r) * 64), _MM_HINT_T0);
+        // The group after next (4 rows, 4·k/2 contiguous bytes) is fetched one line per row per block.
+        _mm_prefetch(reinterpret_cast<const char*>(wr[0] + 2 * 4 * ldw + (kb * 4 + r) * 64), _MM_HINT_T0);
         const __m512i b = _mm512_loadu_si512(wr[r] + kb * 64);
         const __m512i bh = _mm512_srli_epi16(b, 4);
         for (int mm = 0; mm < M; ++mm) {
