@@ -1,5 +1,6 @@
-// Internal to kernels/linear_dense.cpp: the fp64 dot-product engine of the BF16 linears (FP8 and FP4
-// have their own engines: their block sums are exact in any order). Not a public header.
+// Internal to kernels/linear_*.cpp: the fp64 dot-product engine of the BF16 linears (FP8 and FP4 have
+// their own engines, as their block sums are exact in any order; FP8 shares hsum8 and the GEMV limits).
+// Not a public header.
 //
 // Canonical per-element order (every path, every batch size, the scalar fallback):
 //   K is cut into 128-wide blocks, visited in ascending order. Inside a block, lane l (0..7) sums

@@ -11,6 +11,7 @@
 #include <limits>
 
 #include "kernels/linear.hpp"
+#include "kernels/linear_core.hpp"
 
 #ifdef __AVX512F__
 #include <immintrin.h>
@@ -65,8 +66,8 @@ struct Codes64 {
 inline Codes64 prepare_codes(__m512i c) {
   return {_mm512_add_epi8(c, c), _mm512_and_si512(c, _mm512_set1_epi8(char(0x80)))};
 }
-inline __mmask64 nan_codes(__m512i c) {  // S.1111.111, never produced by act_quant's clamp
-  return _mm512_cmpeq_epi8_mask(_mm512_or_si512(c, _mm512_set1_epi8(char(0x80))), _mm512_set1_epi8(char(0xff)));
+inline __mmask64 nan_codes(__m512i c) {  // S.1111.111 ((code << 1) & 0xff == 0xfe), never made by act_quant
+  return _mm512_cmpge_epu8_mask(_mm512_add_epi8(c, c), _mm512_set1_epi8(char(0xfe)));
 }
 inline __m512d decode8(const Codes64& c, __m512i idx) {
   return _mm512_castsi512_pd(_mm512_maskz_permutex2var_epi8(0xC0C0C0C0C0C0C0C0ull, c.lo, idx, c.hi));
@@ -81,9 +82,6 @@ struct Words64 {
 inline Words64 prepare_words(__m512i c) {
   const Codes64 cd = prepare_codes(c);
   return {{_mm512_unpacklo_epi8(cd.lo, cd.hi), _mm512_unpackhi_epi8(cd.lo, cd.hi)}};
-}
-inline __mmask64 nan_codes_fast(__m512i c) {  // (code << 1) & 0xff == 0xfe: S.1111.111
-  return _mm512_cmpge_epu8_mask(_mm512_add_epi8(c, c), _mm512_set1_epi8(char(0xfe)));
 }
 inline __m512d decode8w(__m512i w, __m512i idx) {
   return _mm512_castsi512_pd(_mm512_maskz_permutexvar_epi8(0xC0C0C0C0C0C0C0C0ull, idx, w));
@@ -132,18 +130,6 @@ void decode_activations(double* out, const uint8_t* x, int64_t k, const ShuffleI
   }
 }
 
-// Lane i of the result = sum of the 8 lanes of v[i].
-inline __m512d hsum8(const __m512d v[8]) {
-  __m512d t[4];
-  for (int i = 0; i < 4; ++i)
-    t[i] = _mm512_add_pd(_mm512_unpacklo_pd(v[2 * i], v[2 * i + 1]), _mm512_unpackhi_pd(v[2 * i], v[2 * i + 1]));
-  __m512d u[2];
-  for (int i = 0; i < 2; ++i)
-    u[i] = _mm512_add_pd(_mm512_shuffle_f64x2(t[2 * i], t[2 * i + 1], 0x88),
-                         _mm512_shuffle_f64x2(t[2 * i], t[2 * i + 1], 0xDD));
-  return _mm512_add_pd(_mm512_shuffle_f64x2(u[0], u[1], 0x88), _mm512_shuffle_f64x2(u[0], u[1], 0xDD));
-}
-
 // fp8_gemm's fp32 steps on 8 (row, col) pairs at once: exact block sums -> fp32, × Scale_C, + acc.
 inline __m256 fp8_step8(__m256 acc, __m512d blk, __m256 scale) {
   return _mm256_add_ps(acc, _mm256_mul_ps(_mm512_cvtpd_ps(blk), scale));
@@ -152,8 +138,7 @@ inline __m256 fp8_step8(__m256 acc, __m512d blk, __m256 scale) {
 // ---- GEMV (m <= 4): weights streamed once. A group of 8 weight rows is split into sub-groups of S rows
 // so that S·M (weight row, activation row) pairs fill the 8 accumulators; the 8 block sums come out of
 // one horizontal reduction in lane r·M + mm.
-constexpr int kGemvRows = 4;
-constexpr int64_t kGemvMaxK = 8192;  // activations decoded on each thread's stack (M·k·8 bytes)
+using detail::hsum8, detail::kGemvMaxK, detail::kGemvRows;
 
 template <int M>
 void fp8_gemv(const Fp8Args& a) {
@@ -190,7 +175,7 @@ void fp8_gemv(const Fp8Args& a) {
                            _MM_HINT_T0);
               const __m512i raw = _mm512_loadu_si512(src);
               c[r] = prepare_words(raw);
-              if (nan_codes_fast(raw)) [[unlikely]] nan_lanes |= __mmask8(((1u << M) - 1) << (r * M));
+              if (nan_codes(raw)) [[unlikely]] nan_lanes |= __mmask8(((1u << M) - 1) << (r * M));
             }
             const double* xk = &x[0][0] + kb * kBlk + 64 * h;
 #pragma GCC unroll 8
