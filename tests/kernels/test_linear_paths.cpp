@@ -49,19 +49,27 @@ TEST(LinearPaths, Fp4GemvMatchesTilesAndTwin) {
 
 TEST(LinearPaths, Fp8GemvGemmMatchTwinAtFlashK) {
   std::mt19937 rng(102);
-  const int64_t m = 4, n = 136, k = 4096;
-  const auto xq = all_finite_e4m3(m * k, rng), w = all_finite_e4m3(n * k, rng);
-  std::vector<float> xs(m * k / 128);
-  for (auto& s : xs) s = std::ldexp(1.f, -24 + int(rng() % 30));
-  std::vector<uint8_t> ws(((n + 127) / 128) * (k / 128));
-  for (auto& b : ws) b = uint8_t(127 - 20 + int(rng() % 24));
-  std::vector<bf16> want, gemv(m * n), gemm(m * n);
-  ref::linear_fp8(want, xq, xs, w, ws, m, n, k);
-  linear_fp8_gemv(gemv, xq, xs, w, ws, m, n, k);
-  linear_fp8_gemm(gemm, xq, xs, w, ws, m, n, k);
-  for (int64_t i = 0; i < m * n; ++i) {
-    ASSERT_EQ(gemv[i].bits, want[i].bits) << i;
-    ASSERT_EQ(gemm[i].bits, want[i].bits) << i;
+  // k = 8320 exceeds the GEMV's activation scratch (k <= 8192): every m takes the GEMM there.
+  for (const int64_t k : {int64_t(4096), int64_t(8320)}) {
+    const int64_t m = 4, n = 136;
+    const auto xq = all_finite_e4m3(m * k, rng), w = all_finite_e4m3(n * k, rng);
+    std::vector<float> xs(m * k / 128);
+    for (auto& s : xs) s = std::ldexp(1.f, -24 + int(rng() % 30));
+    std::vector<uint8_t> ws(((n + 127) / 128) * (k / 128));
+    for (auto& b : ws) b = uint8_t(127 - 20 + int(rng() % 24));
+    std::vector<bf16> want, gemv(m * n), gemm(m * n);
+    ref::linear_fp8(want, xq, xs, w, ws, m, n, k);
+    linear_fp8_gemv(gemv, xq, xs, w, ws, m, n, k);
+    linear_fp8_gemm(gemm, xq, xs, w, ws, m, n, k);
+    for (int64_t i = 0; i < m * n; ++i) {
+      ASSERT_EQ(gemv[i].bits, want[i].bits) << "k=" << k << " i=" << i;
+      ASSERT_EQ(gemm[i].bits, want[i].bits) << "k=" << k << " i=" << i;
+    }
+    for (int64_t rows = 1; rows <= 3; ++rows) {  // GEMV with 1..3 rows against the same rows of the GEMM
+      std::vector<bf16> got(rows * n);
+      linear_fp8(got, std::span(xq).first(rows * k), std::span(xs).first(rows * k / 128), w, ws, rows, n, k);
+      for (int64_t i = 0; i < rows * n; ++i) ASSERT_EQ(got[i].bits, want[i].bits) << "k=" << k << " rows=" << rows;
+    }
   }
 }
 
