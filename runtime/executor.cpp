@@ -69,6 +69,7 @@ Executor::Executor(const Comm& comm, Arena& arena, const WeightStore& weights)
   topk_tmp_.resize(size_t(T * gen::kIndexTopk));
   logits_all_.resize(size_t(gen::kRanks * R * gen::kVocabShard));
   rows_local_.resize(size_t(R * D));
+  head_rows_.resize(size_t(gen::kRanks * R));  // the head input holds at most every rank's rows
 }
 
 // All-to-all byte counts from the row counts of MoeDispatch ([0, P): sent, [P, 2P): received);
@@ -440,9 +441,24 @@ void Executor::run_op(uint32_t i, const StepMeta& meta) {
       break;
     }
     case OpKind::LmHeadShard: {
+      // Only the rows somebody asked for go through the head. LogitsRowsGather zero-fills the others, and a
+      // zero row's logits are +0 exactly (every product is ±0 and the sequential sum starts at +0); the
+      // kernel is batch-invariant, so a live row's logits do not depend on how many others there are.
       const int64_t rows = rows_of(gen::kBuffers[op.in[0]]), V = gen::kVocabShard;
-      for (int64_t j = 0; j < rows * D; ++j) xf32_[j] = bf16_to_f32(bf(op.in[0])[j]);
-      k::linear_f32({f32(op.out[0]), size_t(rows * V)}, {xf32_.data(), size_t(rows * D)}, wbf(op.w[0]), rows, V, D);
+      const bf16* x = bf(op.in[0]);
+      float* y = f32(op.out[0]);
+      int64_t live = 0;
+      for (int64_t r = 0; r < rows; ++r)
+        if (std::any_of(x + r * D, x + (r + 1) * D, [](bf16 v) { return (v.bits & 0x7fff) != 0; })) {
+          for (int64_t j = 0; j < D; ++j) xf32_[live * D + j] = bf16_to_f32(x[r * D + j]);
+          head_rows_[live++] = r;
+        }
+      k::linear_f32({y, size_t(live * V)}, {xf32_.data(), size_t(live * D)}, wbf(op.w[0]), live, V, D);
+      for (int64_t i = live - 1; i >= 0; --i)  // spread the packed rows out (row head_rows_[i] >= i)
+        if (head_rows_[i] != i) std::memcpy(y + head_rows_[i] * V, y + i * V, size_t(V) * sizeof(float));
+      for (int64_t r = 0, i = 0; r < rows; ++r)
+        if (i < live && head_rows_[i] == r) ++i;
+        else std::fill_n(y + r * V, V, 0.f);
       break;
     }
     case OpKind::LogitsGather: {  // shard rows of owner o -> o; o assembles its rows on the full vocabulary

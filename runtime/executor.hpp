@@ -52,6 +52,7 @@ class Executor {
   std::vector<int32_t> topk_tmp_;    // indexer top-k of one chunk [rows, k]
   std::vector<float> logits_all_;    // LogitsGather receive buffer [ranks, R, vocab_shard]
   std::vector<bf16> rows_local_;     // LogitsRowsGather send rows [R, D]
+  std::vector<int64_t> head_rows_;   // LmHeadShard: the gathered rows that are live
   double comm_s_ = 0, step_s_ = 0;
 };
 
