@@ -21,7 +21,7 @@ void seq_block(float* y, const float* x, const bf16* w, int64_t m, int64_t n0, i
     }
 }
 
-#if defined(__AVX512F__)
+#if defined(__AVX512F__) && defined(__AVX512BW__)  // BW: the masked 16-bit loads of the k tail
 // Lanes run over 16 consecutive outputs j (a "panel" of 16 weight rows), so every lane is one output's
 // sequential sum over k; k is never split. The panel's rows are read with plain 64-byte loads (32 bf16 =
 // 16 dwords, each the pair (t, t+1)) and transposed in registers: a gather per k pair is several times
@@ -200,7 +200,7 @@ void gemm_panels(float* y, const float* x, const bf16* w, int64_t m, int64_t n, 
 
 void linear_f32(std::span<float> y, std::span<const float> x, std::span<const bf16> w, int64_t m, int64_t n,
                     int64_t k) {
-#if defined(__AVX512F__)
+#if defined(__AVX512F__) && defined(__AVX512BW__)
   const int64_t full = n / kLanes * kLanes;
   if (m >= 1 && m <= 8) {
 #pragma omp parallel for schedule(static)

@@ -1,8 +1,9 @@
 // FP4 expert linear (kernel.py fp4_gemm): e4m3 activations x e2m1 weights, exact 32-wide sub-blocks
 // in int32. Units: an e4m3 magnitude is A·2^-9 with A an integer < 2^18; an e2m1 value is W·2^-1
 // with W an integer in [-12, 12]. A sub-block sum Σ A·W < 2^26.4 fits int32 exactly; its fp32
-// conversion is the kernel's one rounding per sub-block. A is split into three bytes d0 + d1·2^8 +
-// d2·2^16 so that VNNI (u8 x s8 -> int32) multiplies exactly; the activation sign moves onto W.
+// conversion is the kernel's one rounding per sub-block. The SIMD paths split the products into VNNI
+// byte products (u8 x s8 -> int32), each its own way: the tiles take W + 12 against three signed base-2^7
+// digits of A, the GEMV two exponent-class digits of A against W shifted by a table (see each).
 #include <algorithm>
 #include <array>
 #include <cassert>
@@ -22,28 +23,12 @@ namespace {
 constexpr int kBlk = 128;  // activation scale block
 constexpr int kSub = 32;   // weight scale block: the exact-sum unit
 
-// e4m3 magnitude code -> A (value·2^9, an integer), as three bytes. Code 0x7f (NaN) maps to 0.
-struct E4m3Digits {
-  std::array<uint8_t, 128> d[3]{};
-};
-constexpr E4m3Digits make_digits() {
-  E4m3Digits t;
-  for (int c = 0; c < 127; ++c) {
-    const int e = c >> 3, man = c & 7;
-    const int a = e == 0 ? man : (8 | man) << (e - 1);  // value·2^9
-    t.d[0][c] = uint8_t(a & 0xff);
-    t.d[1][c] = uint8_t((a >> 8) & 0xff);
-    t.d[2][c] = uint8_t(a >> 16);
-  }
-  return t;
+// e4m3 magnitude code (0..126) -> A = value·2^9, an integer below 2^18. Code 0x7f (NaN) maps to 0.
+constexpr int e4m3_magnitude(int c) {
+  const int e = c >> 3, man = c & 7;
+  return c == 0x7f ? 0 : e == 0 ? man : (8 | man) << (e - 1);
 }
-constexpr E4m3Digits kDigits = make_digits();
 constexpr std::array<int8_t, 16> kE2m1Twice = {0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12};
-
-inline int32_t e4m3_int(uint8_t c) {  // signed value·2^9
-  const int32_t a = kDigits.d[0][c & 0x7f] | (kDigits.d[1][c & 0x7f] << 8) | (kDigits.d[2][c & 0x7f] << 16);
-  return (c & 0x80) ? -a : a;
-}
 
 struct Fp4Args {
   int64_t m, n, k, kblocks, sblocks;
@@ -78,13 +63,17 @@ struct E4m3Digits7 {
 };
 constexpr E4m3Digits7 make_digits7() {
   E4m3Digits7 t;
-  for (int c = 0; c < 127; ++c) {
-    const int e = c >> 3, man = c & 7;
-    const int v = e == 0 ? man : (8 | man) << (e - 1);  // value·2^9
-    for (int d = 0; d < 3; ++d) t.d[d][c] = uint8_t((v >> (7 * d)) & 0x7f);
-  }
+  for (int c = 0; c < 128; ++c)
+    for (int d = 0; d < 3; ++d) t.d[d][c] = uint8_t((e4m3_magnitude(c) >> (7 * d)) & 0x7f);
   return t;
 }
+// Nibble -> W + 12 (the tiles' unsigned weight operand), repeated for each 128-bit lane's byte shuffle.
+constexpr std::array<uint8_t, 16> make_offset_weights() {
+  std::array<uint8_t, 16> t{};
+  for (int i = 0; i < 16; ++i) t[i] = uint8_t(kE2m1Twice[i] + 12);
+  return t;
+}
+constexpr std::array<uint8_t, 16> kOffsetWeights = make_offset_weights();
 constexpr E4m3Digits7 kDigits7 = make_digits7();
 
 // 16x16 dword transpose: r[j] lane t -> out[t] lane j.
@@ -113,12 +102,7 @@ inline void transpose16(const __m512i r[16], __m512i out[16]) {
 void fp4_tile(const Fp4Args& a, int64_t n0, int64_t m0) {
   const int nv = int(std::min<int64_t>(Nt, a.n - n0)), mv = int(std::min<int64_t>(Mc, a.m - m0));
   const int mr = (mv + kMr - 1) / kMr * kMr;  // rows past mv recompute the last row and are dropped
-  __m512i lut = _mm512_setzero_si512();         // nibble -> W + 12
-  {
-    alignas(16) int8_t b[16];
-    for (int i = 0; i < 16; ++i) b[i] = int8_t(kE2m1Twice[i] + 12);
-    lut = _mm512_broadcast_i32x4(_mm_load_si128(reinterpret_cast<const __m128i*>(b)));
-  }
+  const __m512i lut = _mm512_broadcast_i32x4(_mm_loadu_si128(reinterpret_cast<const __m128i*>(kOffsetWeights.data())));
   __m512i dig[3][2];
   for (int d = 0; d < 3; ++d)
     for (int h = 0; h < 2; ++h) dig[d][h] = _mm512_loadu_si512(kDigits7.d[d].data() + 64 * h);
@@ -211,6 +195,11 @@ void fp4_tile(const Fp4Args& a, int64_t n0, int64_t m0) {
 }
 #else
 constexpr int Nt = 16, Mc = 16;
+
+inline int32_t e4m3_int(uint8_t c) {  // signed value·2^9
+  const int32_t a = e4m3_magnitude(c & 0x7f);
+  return (c & 0x80) ? -a : a;
+}
 
 void fp4_tile(const Fp4Args& a, int64_t n0, int64_t m0) {
   const int nv = int(std::min<int64_t>(Nt, a.n - n0)), mv = int(std::min<int64_t>(Mc, a.m - m0));

@@ -13,14 +13,16 @@
 #include "kernels/linear.hpp"
 #include "kernels/linear_core.hpp"
 
-#ifdef __AVX512F__
+// The SIMD paths need byte shuffles (VBMI) and byte compares (BW) besides AVX-512F.
+#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VBMI__)
+#define DSV4_FP8_SIMD 1
 #include <immintrin.h>
 #endif
 
 namespace dsv4::kernels {
 namespace {
 
-constexpr int kBlk = 128;
+using detail::kBlk;
 
 struct Fp8Args {
   int64_t m, n, k, kblocks;
@@ -37,7 +39,7 @@ struct Fp8Args {
 // added to the fp32 accumulator.
 inline float fp8_step(float acc, double blk, float sa, float sb) { return acc + float(blk) * (sa * sb); }
 
-#ifndef __AVX512F__
+#ifndef DSV4_FP8_SIMD
 // Portable path: exact block sums in fp64 (products of e4m3 values are exact, and so is every partial sum).
 void fp8_portable(const Fp8Args& a) {
 #pragma omp parallel for schedule(static)
@@ -48,7 +50,7 @@ void fp8_portable(const Fp8Args& a) {
         const uint8_t* x = a.xq + i * a.k + kb * kBlk;
         const uint8_t* w = a.w + j * a.k + kb * kBlk;
         double s = 0.0;
-        for (int t = 0; t < kBlk; ++t) s += double(e4m3_decode_scalar(x[t])) * double(e4m3_decode_scalar(w[t]));
+        for (int t = 0; t < kBlk; ++t) s += double(e4m3_to_f32(x[t])) * double(e4m3_to_f32(w[t]));
         acc = fp8_step(acc, s, a.sa(i, kb), a.sb(j, kb));
       }
       a.y[i * a.n + j] = f32_to_bf16(acc);  // fp8_gemm: output cast to bf16
@@ -177,11 +179,11 @@ void fp8_gemv(const Fp8Args& a) {
               c[r] = prepare_words(raw);
               if (nan_codes(raw)) [[unlikely]] nan_lanes |= __mmask8(((1u << M) - 1) << (r * M));
             }
-            const double* xk = &x[0][0] + kb * kBlk + 64 * h;
+            const int64_t k0 = kb * kBlk + 64 * h;
 #pragma GCC unroll 8
             for (int q = 0; q < 8; ++q) {
               __m512d av[M];
-              for (int mm = 0; mm < M; ++mm) av[mm] = _mm512_load_pd(xk + mm * kGemvMaxK + 8 * q);
+              for (int mm = 0; mm < M; ++mm) av[mm] = _mm512_load_pd(x[mm] + k0 + 8 * q);
 #pragma GCC unroll 8
               for (int r = 0; r < S; ++r) {
                 const __m512d d = decode8w(c[r].w[q % 2], t.words[q / 2]);
@@ -307,9 +309,8 @@ enum class Path { Auto, Gemv, Gemm };
 
 void run(const Fp8Args& a, Path path) {
   if (a.m <= 0 || a.n <= 0) return;
-#ifdef __AVX512F__
-  const bool gemv = path == Path::Gemv || (path == Path::Auto && fp8_gemv_fits(a));
-  if (gemv && fp8_gemv_fits(a)) fp8_gemv_any(a);
+#ifdef DSV4_FP8_SIMD
+  if (path != Path::Gemm && fp8_gemv_fits(a)) fp8_gemv_any(a);
   else fp8_gemm(a);
 #else
   (void)path;
@@ -326,7 +327,7 @@ void linear_fp8(std::span<bf16> y, std::span<const uint8_t> xq, std::span<const 
 
 void linear_fp8_gemv(std::span<bf16> y, std::span<const uint8_t> xq, std::span<const float> xs,
                      std::span<const uint8_t> w, std::span<const uint8_t> ws, int64_t m, int64_t n, int64_t k) {
-  assert(m <= 4);
+  assert(m <= detail::kGemvRows);
   run(make_args(y, xq, xs, w, ws, m, n, k), Path::Gemv);
 }
 

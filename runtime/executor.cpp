@@ -432,7 +432,7 @@ void Executor::run_op(uint32_t i, const StepMeta& meta) {
       const int32_t* lr = i32(op.in[1]);
       for (int64_t j = 0; j < R; ++j) {
         if (lr[j] >= 0) std::memcpy(rows_local_.data() + j * D, bf(op.in[0]) + int64_t(lr[j]) * D, D * 2);
-        else std::fill_n(rows_local_.data() + j * D, D, bf16{0});
+        else std::fill_n(rows_local_.data() + j * D, D, bf16{0});  // zero: LmHeadShard skips such rows
       }
       const double c0 = comm_.wtime();
       if (gen::kLmHeadTp > 1) comm_.allgather(rows_local_.data(), R * D * 2, bf(op.out[0]));

@@ -61,11 +61,12 @@ struct Fp8Case {
 };
 
 // FP8: every path equals the scalar twin. n = 200 crosses a 128-row weight-scale boundary and leaves
-// ragged GEMV groups and GEMM tiles; m covers every GEMV variant and partial GEMM tiles.
+// ragged GEMV groups and GEMM tiles; m covers every GEMV variant, partial GEMM tiles and a second and third
+// 128-row activation tile.
 TEST(LinearFp8, PathsMatchScalarTwin) {
   std::mt19937 rng(11);
   for (const Fp8Case c : {Fp8Case{1, 200, 256}, {2, 200, 256}, {3, 136, 384}, {4, 64, 128}, {5, 200, 256},
-                          {37, 136, 384}, {70, 33, 256}}) {
+                          {37, 136, 384}, {70, 33, 256}, {130, 40, 256}, {257, 33, 384}}) {
     const auto xq = random_e4m3(c.m * c.k, rng), w = random_e4m3(c.n * c.k, rng);
     const auto xs = random_pow2(c.m * c.k / 128, rng, -22, 4);
     const auto ws = random_e8m0(((c.n + 127) / 128) * (c.k / 128), rng, -14, -4);
@@ -152,7 +153,8 @@ TEST(LinearFp4, RoundingPoints) {
 
 TEST(LinearFp4, MatchesScalarTwinAndBatchInvariant) {
   std::mt19937 rng(13);
-  for (const Fp8Case c : {Fp8Case{1, 40, 256}, {3, 17, 128}, {6, 64, 384}, {37, 33, 256}}) {
+  // m = 70 and 130: a second and third 64-row activation tile.
+  for (const Fp8Case c : {Fp8Case{1, 40, 256}, {3, 17, 128}, {6, 64, 384}, {37, 33, 256}, {70, 40, 256}, {130, 33, 384}}) {
     const auto xq = random_e4m3(c.m * c.k, rng);
     std::vector<uint8_t> w(c.n * c.k / 2);
     for (auto& b : w) b = uint8_t(rng());
