@@ -6,7 +6,7 @@
 //   K is cut into 128-wide blocks, visited in ascending order. Inside a block, lane l (0..7) sums
 //   x[k]*w[k] for k = l, l+8, ..., l+120 in ascending k (products are exact in fp64 for every input
 //   format used here, so an FMA chain equals "add the exact product"); the 8 lanes are then added as
-//   ((l0+l1)+(l2+l3))+((l4+l5)+(l6+l7)). The block sum enters a per-kind accumulation rule (Rule).
+//   ((l0+l1)+(l2+l3))+((l4+l5)+(l6+l7)). The block sums are added in fp64 in ascending block order.
 // Batch invariance follows: a row's result never depends on which other rows are computed with it.
 #pragma once
 #include <algorithm>
@@ -58,11 +58,7 @@ inline __m512d hsum8(const __m512d v[8]) {
 //   AVX-512 only: B64 load_b64(int64_t row, int64_t kb, int half) const;  weight elements
 //                 kb*128 + half*64 .. +63 made ready to decode (loaded and pre-shuffled);
 //                 __m512d get_b8(const B64&, int q) const;  elements 8q .. 8q+7 of those 64 as fp64
-//   const char* row_address(int64_t row) const; int64_t row_bytes;  weight rows (for prefetching)
-//   double sa(int64_t row, int64_t kb) const, sb(int64_t col, int64_t kb) const;  block scales
-//                                                   (1 for the dense linears)
-//   static double step(double acc, double blk, double scale);        accumulation rule
-//   AVX-512 only: static __m512d step8(__m512d acc, __m512d blk, __m512d scale);
+//   const char* row_address(int64_t row) const; int64_t row_bytes() const;  weight rows (prefetching)
 //   void store(int64_t row, int64_t col, double acc) const;          final rounding and write
 
 // GEMV: up to kGemvRows activation rows (k <= kGemvMaxK); weights are decoded on the fly and streamed
@@ -77,7 +73,7 @@ void gemv_engine(const P& p) {
   constexpr int S = M == 1 ? 8 : M == 2 ? 4 : 2;     // weight rows per sub-group
   constexpr int G = R / S;                           // sub-groups per group
   const int64_t kblocks = p.k / kBlk, groups = (p.n + R - 1) / R;
-  const int64_t pf_lines = R * p.row_bytes / 64 / kblocks;  // the next group's lines per K block
+  const int64_t pf_lines = R * p.row_bytes() / 64 / kblocks;  // the next group's lines per K block
 #pragma omp parallel
   {
     alignas(64) double a[M][kGemvMaxK];
@@ -94,9 +90,6 @@ void gemv_engine(const P& p) {
         for (int64_t l = 0; l < pf_lines; ++l) __builtin_prefetch(next + (kb * pf_lines + l) * 64);
         for (int sg = 0; sg < G; ++sg) {
           const int64_t* rw = rows + sg * S;
-          alignas(64) double sc[8] = {};
-          for (int r = 0; r < S; ++r)
-            for (int mm = 0; mm < M; ++mm) sc[r * M + mm] = p.sa(mm, kb) * p.sb(rw[r], kb);  // exact: powers of two
 #ifdef __AVX512F__
           // Rows are interleaved inside the q loop so that consecutive FMAs are independent (each
           // lane's chain is one (row, activation-row) pair, in ascending k: the canonical order).
@@ -114,15 +107,12 @@ void gemv_engine(const P& p) {
               }
             }
           }
-          const __m512d blk = hsum8(part);
-          _mm512_store_pd(acc[sg], P::step8(_mm512_load_pd(acc[sg]), blk, _mm512_load_pd(sc)));
+          _mm512_store_pd(acc[sg], _mm512_add_pd(_mm512_load_pd(acc[sg]), hsum8(part)));
 #else
           alignas(64) double b[kBlk];
           for (int r = 0; r < S; ++r) {
             p.decode_b(rw[r], kb, b);
-            for (int mm = 0; mm < M; ++mm)
-              acc[sg][r * M + mm] =
-                  P::step(acc[sg][r * M + mm], block_dot_canonical(a[mm] + kb * kBlk, b), sc[r * M + mm]);
+            for (int mm = 0; mm < M; ++mm) acc[sg][r * M + mm] += block_dot_canonical(a[mm] + kb * kBlk, b);
           }
 #endif
         }
@@ -150,14 +140,10 @@ void gemm_engine(const P& p) {
       alignas(64) double A[Mc][kBlk];
       alignas(64) double B[Nt][kBlk];
       alignas(64) double acc[Mc][Nt];
-      alignas(64) double sa[Mc];
-      alignas(64) double sb[Nt];
       for (int i = 0; i < mr; ++i) std::fill(acc[i], acc[i] + nr, 0.0);
       for (int64_t kb = 0; kb < kblocks; ++kb) {
         for (int i = 0; i < mr; ++i) p.decode_a(m0 + std::min(i, mv - 1), kb, A[i]);
         for (int j = 0; j < nr; ++j) p.decode_b(n0 + std::min(j, nv - 1), kb, B[j]);
-        for (int i = 0; i < mr; ++i) sa[i] = p.sa(m0 + std::min(i, mv - 1), kb);
-        for (int j = 0; j < nr; ++j) sb[j] = p.sb(n0 + std::min(j, nv - 1), kb);
         for (int i = 0; i < mr; i += 4)
           for (int j = 0; j < nr; j += 4) {
 #ifdef __AVX512F__
@@ -174,21 +160,16 @@ void gemm_engine(const P& p) {
             for (int half = 0; half < 2; ++half) {  // rows i+2*half, i+2*half+1
               const __m512d blk = hsum8(c + 8 * half);
               const int r0 = i + 2 * half;
-              const __m512d sc = _mm512_mul_pd(
-                  _mm512_insertf64x4(_mm512_set1_pd(sa[r0]), _mm256_set1_pd(sa[r0 + 1]), 1),
-                  _mm512_insertf64x4(_mm512_castpd256_pd512(_mm256_load_pd(sb + j)),
-                                     _mm256_load_pd(sb + j), 1));
               const __m512d old = _mm512_insertf64x4(
                   _mm512_castpd256_pd512(_mm256_load_pd(acc[r0] + j)), _mm256_load_pd(acc[r0 + 1] + j), 1);
-              const __m512d nw = P::step8(old, blk, sc);
+              const __m512d nw = _mm512_add_pd(old, blk);
               _mm256_store_pd(acc[r0] + j, _mm512_castpd512_pd256(nw));
               _mm256_store_pd(acc[r0 + 1] + j, _mm512_extractf64x4_pd(nw, 1));
             }
 #else
             for (int ti = 0; ti < 4; ++ti)
               for (int tj = 0; tj < 4; ++tj)
-                acc[i + ti][j + tj] = P::step(acc[i + ti][j + tj], block_dot_canonical(A[i + ti], B[j + tj]),
-                                              sa[i + ti] * sb[j + tj]);
+                acc[i + ti][j + tj] += block_dot_canonical(A[i + ti], B[j + tj]);
 #endif
           }
       }

@@ -1,4 +1,5 @@
-// BF16 and FP32 linears (F.linear of the reference in bf16 / fp32), computed in fp64.
+// BF16 linears (weights_proj, the grouped wo_a einsum): exact products, fp64 sums in the canonical order of
+// linear_core.hpp, one rounding (via fp32, as the reference's bf16 GEMMs).
 #include <cassert>
 #include <type_traits>
 
@@ -44,7 +45,7 @@ struct DenseProblem {
   const bf16* w;  // bf16 [n, k], row stride k
   Y* y;           // [m, n], row stride ldy (bf16 or fp32)
   int64_t ldy;
-  int64_t row_bytes = k * int64_t(sizeof(bf16));
+  int64_t row_bytes() const { return k * int64_t(sizeof(bf16)); }
   const char* row_address(int64_t r) const { return reinterpret_cast<const char*>(w + r * k); }
   void decode_a(int64_t r, int64_t kb, double* out) const {
     decode_bf16_128(x + r * ldx + kb * kBlk, out);
@@ -57,11 +58,7 @@ struct DenseProblem {
     const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(b + 8 * q));
     return _mm512_cvtps_pd(_mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(v), 16)));
   }
-  static __m512d step8(__m512d acc, __m512d blk, __m512d) { return _mm512_add_pd(acc, blk); }
 #endif
-  double sa(int64_t, int64_t) const { return 1.0; }
-  double sb(int64_t, int64_t) const { return 1.0; }
-  static double step(double acc, double blk, double) { return acc + blk; }
   void store(int64_t r, int64_t c, double acc) const {
     y[r * ldy + c] = f64_to_bf16_via_f32(acc);  // bf16 GEMM: exact sum -> fp32 -> bf16
   }
