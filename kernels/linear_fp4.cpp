@@ -11,6 +11,7 @@
 #include <cstring>
 
 #include "kernels/linear.hpp"
+#include "kernels/simd.hpp"
 
 #ifdef __AVX512F__
 #include <immintrin.h>
@@ -76,29 +77,6 @@ constexpr std::array<uint8_t, 16> make_offset_weights() {
 constexpr std::array<uint8_t, 16> kOffsetWeights = make_offset_weights();
 constexpr E4m3Digits7 kDigits7 = make_digits7();
 
-// 16x16 dword transpose: r[j] lane t -> out[t] lane j.
-inline void transpose16(const __m512i r[16], __m512i out[16]) {
-  __m512i a[16], b[16];
-  for (int i = 0; i < 8; ++i) {
-    a[2 * i] = _mm512_unpacklo_epi32(r[2 * i], r[2 * i + 1]);
-    a[2 * i + 1] = _mm512_unpackhi_epi32(r[2 * i], r[2 * i + 1]);
-  }
-  for (int i = 0; i < 4; ++i) {  // b[4i + c]: rows 4i..4i+3 of column 4L + c in 128-bit lane L
-    b[4 * i + 0] = _mm512_unpacklo_epi64(a[4 * i], a[4 * i + 2]);
-    b[4 * i + 1] = _mm512_unpackhi_epi64(a[4 * i], a[4 * i + 2]);
-    b[4 * i + 2] = _mm512_unpacklo_epi64(a[4 * i + 1], a[4 * i + 3]);
-    b[4 * i + 3] = _mm512_unpackhi_epi64(a[4 * i + 1], a[4 * i + 3]);
-  }
-  for (int c = 0; c < 4; ++c) {
-    const __m512i u0 = _mm512_shuffle_i32x4(b[c], b[4 + c], 0x88), u1 = _mm512_shuffle_i32x4(b[c], b[4 + c], 0xDD);
-    const __m512i v0 = _mm512_shuffle_i32x4(b[8 + c], b[12 + c], 0x88), v1 = _mm512_shuffle_i32x4(b[8 + c], b[12 + c], 0xDD);
-    out[c] = _mm512_shuffle_i32x4(u0, v0, 0x88);
-    out[8 + c] = _mm512_shuffle_i32x4(u0, v0, 0xDD);
-    out[4 + c] = _mm512_shuffle_i32x4(u1, v1, 0x88);
-    out[12 + c] = _mm512_shuffle_i32x4(u1, v1, 0xDD);
-  }
-}
-
 void fp4_tile(const Fp4Args& a, int64_t n0, int64_t m0) {
   const int nv = int(std::min<int64_t>(Nt, a.n - n0)), mv = int(std::min<int64_t>(Mc, a.m - m0));
   const int mr = (mv + kMr - 1) / kMr * kMr;  // rows past mv recompute the last row and are dropped
@@ -128,7 +106,7 @@ void fp4_tile(const Fp4Args& a, int64_t n0, int64_t m0) {
                                              _mm512_slli_epi16(_mm512_and_si512(w, _mm512_set1_epi16(0xf0)), 4));
           r[j] = _mm512_shuffle_epi8(lut, nb);  // W' of k = 64g + 0..63, in k order
         }
-        transpose16(r, t);
+        simd::transpose16(r, t);
         for (int q = 0; q < 16; ++q) _mm512_store_si512(wt[hf][16 * g + q], t[q]);
       }
       for (int j = 0; j < 16; ++j)
