@@ -1,6 +1,7 @@
 // Bit-exactness needs every fp32 product rounded on its own, as torch's kernels do: no FMA contraction.
 #pragma GCC optimize("fp-contract=off")
 #include "kernels/attention.hpp"
+#include "kernels/simd.hpp"
 
 #include <algorithm>
 #include <cmath>
@@ -16,18 +17,9 @@ constexpr int kGroup = 16;  // heads sharing one transposed key block (same toke
 
 // Portable SIMD via GCC vector extensions (lowered to whatever the target ISA offers).
 typedef double v8d __attribute__((vector_size(64)));
-typedef float v8f __attribute__((vector_size(32)));
-typedef uint16_t v8u16 __attribute__((vector_size(16)));
-typedef uint32_t v8u32 __attribute__((vector_size(32)));
+using simd::v8f;
 
-inline v8f load_bf16x8(const bf16* p) {
-  v8u16 b;
-  std::memcpy(&b, p, sizeof b);
-  const v8u32 u = __builtin_convertvector(b, v8u32) << 16;
-  v8f f;
-  std::memcpy(&f, &u, sizeof f);
-  return f;
-}
+using simd::load_bf16x8;
 inline v8d loadu_d(const double* p) {
   v8d v;
   std::memcpy(&v, p, sizeof v);

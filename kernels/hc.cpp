@@ -1,6 +1,7 @@
 // Bit-exactness needs every fp32 product rounded on its own, as torch's kernels do: no FMA contraction.
 #pragma GCC optimize("fp-contract=off")
 #include "kernels/hc.hpp"
+#include "kernels/simd.hpp"
 
 #include <algorithm>
 #include <cmath>
@@ -45,19 +46,12 @@ void mixing(float* mixes, int n_mix, const bf16* h, const float* fn, int64_t n, 
 }
 
 // Portable SIMD via GCC vector extensions: 16 independent columns per vector.
-typedef float v16f __attribute__((vector_size(64)));
+using simd::v16f;
 typedef uint16_t v16u16 __attribute__((vector_size(32)));
 typedef uint32_t v16u32 __attribute__((vector_size(64)));
 typedef int32_t v16i32 __attribute__((vector_size(64)));
 
-inline v16f load16(const bf16* p) {
-  v16u16 b;
-  std::memcpy(&b, p, sizeof b);
-  const v16u32 u = __builtin_convertvector(b, v16u32) << 16;
-  v16f f;
-  std::memcpy(&f, &u, sizeof f);
-  return f;
-}
+inline v16f load16(const bf16* p) { return simd::load_bf16x16(p); }
 inline void store16(bf16* p, v16f f) {  // f32_to_bf16 lane-wise (RNE, NaN stays NaN)
   v16u32 u;
   std::memcpy(&u, &f, sizeof u);

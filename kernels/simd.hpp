@@ -1,5 +1,37 @@
-// Internal to kernels/: small AVX-512 building blocks shared by several kernels. Not a public header.
+// Internal to kernels/: small SIMD building blocks shared by several kernels. Not a public header.
 #pragma once
+#include <cstdint>
+#include <cstring>
+
+#include "kernels/numerics.hpp"
+
+namespace dsv4::kernels::simd {
+
+// GCC vectors (portable: lowered to whatever the target ISA offers). Internal linkage: vector-typed
+// signatures have no ABI to keep.
+namespace {
+typedef float v8f __attribute__((vector_size(32)));
+typedef float v16f __attribute__((vector_size(64)));
+
+// 8 / 16 consecutive bf16 -> floats (exact).
+inline v8f load_bf16x8(const bf16* p) {
+  typedef uint16_t v8u16 __attribute__((vector_size(16)));
+  typedef uint32_t v8u32 __attribute__((vector_size(32)));
+  v8u16 b;
+  std::memcpy(&b, p, sizeof b);
+  const v8u32 u = __builtin_convertvector(b, v8u32) << 16;
+  v8f f;
+  std::memcpy(&f, &u, sizeof f);
+  return f;
+}
+inline v16f load_bf16x16(const bf16* p) {
+  return __builtin_shufflevector(load_bf16x8(p), load_bf16x8(p + 8), 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13,
+                                 14, 15);
+}
+}  // namespace
+
+}  // namespace dsv4::kernels::simd
+
 #ifdef __AVX512F__
 #include <immintrin.h>
 
