@@ -49,14 +49,26 @@ int set_threads(benchmark::State& st, int arg) {
   return t;
 }
 
-void BM_CopyBandwidth(benchmark::State& st) {
-  const int threads = set_threads(st, 0);
-  const size_t n = size_t(512) << 20;
-  std::vector<char> a(n, 1), b(n, 2);
+// Bytes per second of `pass` (one OpenMP pass over the buffers, moving `bytes`), timed with the wall clock.
+template <class Pass>
+double stream_rate(benchmark::State& st, double bytes, Pass pass) {
   double secs = 0;
   int64_t iters = 0;
   for (auto _ : st) {
     const auto t0 = Clock::now();
+    pass();
+    secs += std::chrono::duration<double>(Clock::now() - t0).count();
+    ++iters;
+  }
+  st.counters["GB/s"] = benchmark::Counter(bytes * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+  return bytes * double(iters) / secs;
+}
+
+void BM_CopyBandwidth(benchmark::State& st) {
+  const int threads = set_threads(st, 0);
+  const size_t n = size_t(512) << 20;
+  std::vector<char> a(n, 1), b(n, 2);
+  g_copy_bps[threads] = stream_rate(st, double(2 * n), [&] {
 #pragma omp parallel
     {
       const size_t nt = size_t(omp_get_num_threads()), t = size_t(omp_get_thread_num()), c = n / nt;
@@ -64,11 +76,7 @@ void BM_CopyBandwidth(benchmark::State& st) {
     }
     benchmark::DoNotOptimize(b.data());
     benchmark::ClobberMemory();
-    secs += std::chrono::duration<double>(Clock::now() - t0).count();
-    ++iters;
-  }
-  g_copy_bps[threads] = double(2 * n) * double(iters) / secs;
-  st.counters["GB/s"] = benchmark::Counter(double(2 * n) * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+  });
 }
 
 // Read-only streaming: what a weight stream can reach at best ("vs_read" of the GEMVs).
@@ -76,10 +84,7 @@ void BM_ReadBandwidth(benchmark::State& st) {
   const int threads = set_threads(st, 0);
   const size_t n = size_t(512) << 20;
   std::vector<char> a(n, 1);
-  double secs = 0;
-  int64_t iters = 0;
-  for (auto _ : st) {
-    const auto t0 = Clock::now();
+  g_read_bps[threads] = stream_rate(st, double(n), [&] {
 #pragma omp parallel
     {
       const size_t nt = size_t(omp_get_num_threads()), t = size_t(omp_get_thread_num()), c = n / nt;
@@ -93,11 +98,7 @@ void BM_ReadBandwidth(benchmark::State& st) {
       benchmark::DoNotOptimize(s1);
 #endif
     }
-    secs += std::chrono::duration<double>(Clock::now() - t0).count();
-    ++iters;
-  }
-  g_read_bps[threads] = double(n) * double(iters) / secs;
-  st.counters["GB/s"] = benchmark::Counter(double(n) * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+  });
   if (g_copy_bps.count(threads))
     st.counters["vs_copy"] = benchmark::Counter(double(n) / g_copy_bps[threads], benchmark::Counter::kIsIterationInvariantRate);
 }
