@@ -94,7 +94,9 @@ TEST(Plangen, FlashLayerKindsAndRouting) {
       EXPECT_EQ(w.shard, plan::Shard::VocabParallel);
       EXPECT_EQ(w.shape[0], 129280 / 16);
     }
-    if (w.name.find("wo_a.weight") != std::string::npos) EXPECT_EQ(w.dtype, plan::DType::BF16) << w.name;
+    if (w.name.find("wo_a.weight") != std::string::npos) {
+      EXPECT_EQ(w.dtype, plan::DType::BF16) << w.name;
+    }
     if (w.name.find("wo_a.scale") != std::string::npos) ADD_FAILURE() << "wo_a is dequantised at conversion";
   }
   EXPECT_EQ(expert_tensors, 43 * 16 * 6);
