@@ -1,6 +1,7 @@
 // Bit-exactness needs every fp32 product rounded on its own, as torch's kernels do: no FMA contraction.
 #pragma GCC optimize("fp-contract=off")
 #include "kernels/attention.hpp"
+#include "kernels/parallel.hpp"
 #include "kernels/simd.hpp"
 
 #include <algorithm>
@@ -43,8 +44,7 @@ void sparse_attn(std::span<bf16> o, std::span<const bf16> q, std::span<const bf1
   // Work item = (token, group of heads). Every head's arithmetic is exactly the scalar per-head sequence: each
   // q·k dot product is accumulated in double in dimension order (one SIMD lane per key), each P·V output dim
   // in key order (one SIMD lane per dim); only independent values share a vector.
-#pragma omp parallel for schedule(static)
-  for (int64_t it = 0; it < items; ++it) {
+  detail::parallel_for(items, [&](int64_t it) {
     const int64_t t = it / groups;
     const int h0 = int(it % groups) * kGroup, h1 = std::min(heads, h0 + kGroup);
     const int32_t* ix = idx.data() + t * k;
@@ -128,7 +128,7 @@ void sparse_attn(std::span<bf16> o, std::span<const bf16> q, std::span<const bf1
       bf16* ov = o.data() + (t * heads + h) * d;
       for (int c = 0; c < d; ++c) ov[c] = f32_to_bf16(hs.acc[c] / sum);  // o: bf16
     }
-  }
+  });
 }
 
 }  // namespace dsv4::kernels

@@ -1,6 +1,7 @@
 // Bit-exactness needs every fp32 product rounded on its own, as torch's kernels do: no FMA contraction.
 #pragma GCC optimize("fp-contract=off")
 #include "kernels/hc.hpp"
+#include "kernels/parallel.hpp"
 #include "kernels/simd.hpp"
 
 #include <algorithm>
@@ -164,8 +165,7 @@ void hc_pre(std::span<bf16> y, std::span<float> post, std::span<float> comb, std
   const int64_t n = int64_t(hc) * d.dim, rows = int64_t(h.size()) / n;
   // Work item = up to 8 rows whose mixings share one SIMD pass (lane = row); a lone row takes the row path.
   const int64_t groups = (rows + 7) / 8;
-#pragma omp parallel for schedule(static)
-  for (int64_t g = 0; g < groups; ++g) {
+  detail::parallel_for(groups, [&](int64_t g) {
     const int64_t r0 = g * 8;
     const int nr = int(std::min<int64_t>(8, rows - r0));
     float mixes[8 * 64], pre[8];
@@ -175,15 +175,14 @@ void hc_pre(std::span<bf16> y, std::span<float> post, std::span<float> comb, std
                         scale.data(), base.data(), hc, d.sinkhorn_iters, d.hc_eps);
       weighted_streams(y.data() + r * d.dim, pre, h.data() + r * n, hc, d.dim);
     }
-  }
+  });
 }
 
 void hc_post(std::span<bf16> out, std::span<const bf16> x, std::span<const bf16> res, std::span<const float> post,
              std::span<const float> comb, const HcDims& d) {
   const int hc = d.hc, dim = d.dim;
   const int64_t rows = int64_t(x.size()) / dim;
-#pragma omp parallel for schedule(static)
-  for (int64_t r = 0; r < rows; ++r) {
+  detail::parallel_for(rows, [&](int64_t r) {
     const float* p = post.data() + r * hc;
     const float* c = comb.data() + r * hc * hc;
     const bf16* xr = x.data() + r * dim;
@@ -202,7 +201,7 @@ void hc_post(std::span<bf16> out, std::span<const bf16> x, std::span<const bf16>
         o[i] = f32_to_bf16(p[k] * bf16_to_f32(xr[i]) + s);  // hc_post: y.type_as(x)
       }
     }
-  }
+  });
 }
 
 void hc_head(std::span<bf16> y, std::span<const bf16> h, std::span<const float> fn, std::span<const float> scale,
@@ -210,8 +209,7 @@ void hc_head(std::span<bf16> y, std::span<const bf16> h, std::span<const float> 
   const int hc = d.hc;
   const int64_t n = int64_t(hc) * d.dim, rows = int64_t(h.size()) / n;
   const int64_t groups = (rows + 7) / 8;
-#pragma omp parallel for schedule(static)
-  for (int64_t g = 0; g < groups; ++g) {
+  detail::parallel_for(groups, [&](int64_t g) {
     const int64_t r0 = g * 8;
     const int nr = int(std::min<int64_t>(8, rows - r0));
     float mixes[8 * 8], pre[8];
@@ -221,7 +219,7 @@ void hc_head(std::span<bf16> y, std::span<const bf16> h, std::span<const float> 
       for (int j = 0; j < hc; ++j) pre[j] = sigmoid(mx[j] * scale[0] + base[j]) + d.hc_eps;
       weighted_streams(y.data() + r * d.dim, pre, h.data() + r * n, hc, d.dim);
     }
-  }
+  });
 }
 
 }  // namespace dsv4::kernels

@@ -9,6 +9,7 @@
 
 #include "kernels/exact.hpp"
 #include "kernels/norm_rope.hpp"
+#include "kernels/parallel.hpp"
 #include "kernels/quant.hpp"
 
 namespace dsv4::kernels {
@@ -38,8 +39,7 @@ void indexer_scores(std::span<bf16> scores, std::span<const bf16> q, std::span<c
   const int64_t n_keys = int64_t(keys.size()) / hd;
   const bf16 ninf = f32_to_bf16(-std::numeric_limits<float>::infinity());
   if (hd > kMaxHd) {  // generic path (no transposition buffer): the same arithmetic, one key at a time
-#pragma omp parallel for schedule(static)
-    for (int64_t t = 0; t < tokens; ++t) {
+    detail::parallel_for(tokens, [&](int64_t t) {
       const int64_t visible = (pos[t] + 1) / ratio;
       bf16* sr = scores.data() + t * n_keys;
       for (int64_t j = 0; j < n_keys; ++j) {
@@ -59,20 +59,19 @@ void indexer_scores(std::span<bf16> scores, std::span<const bf16> q, std::span<c
         }
         sr[j] = f32_to_bf16(acc);
       }
-    }
+    });
     return;
   }
   const int64_t chunks = (n_keys + kKeys - 1) / kKeys;
   // Work item = (token, chunk of keys). Each key's arithmetic is the scalar sequence: per head the q·k dot
   // product is accumulated in double in dimension order, and the head sum in fp32 in head order.
-#pragma omp parallel for schedule(static)
-  for (int64_t it = 0; it < tokens * chunks; ++it) {
+  detail::parallel_for(tokens * chunks, [&](int64_t it) {
     const int64_t t = it / chunks, j0 = (it % chunks) * kKeys;
     const int64_t visible = (pos[t] + 1) / ratio;
     bf16* sr = scores.data() + t * n_keys;
     const int nj = int(std::max<int64_t>(0, std::min<int64_t>({int64_t(kKeys), n_keys - j0, visible - j0})));
     for (int64_t j = j0 + nj; j < std::min(n_keys, j0 + kKeys); ++j) sr[j] = ninf;  // prefill causal mask: += −inf
-    if (nj == 0) continue;
+    if (nj == 0) return;
     alignas(64) float kt[kMaxHd * kKeys];  // transposed keys: kt[c][j] (bf16 -> fp32 is exact); padding = 0
     for (int j = 0; j < kKeys; ++j) {
       if (j < nj) {
@@ -107,14 +106,13 @@ void indexer_scores(std::span<bf16> scores, std::span<const bf16> q, std::span<c
       }
     }
     for (int j = 0; j < nj; ++j) sr[j0 + j] = f32_to_bf16(acc[j]);  // .sum(dim=2): fp32 accumulation, one rounding
-  }
+  });
 }
 
 void indexer_topk(std::span<int32_t> idx, std::span<const bf16> scores, std::span<const int64_t> pos, int64_t n_keys,
                   int k, int ratio, int32_t offset) {
   const int64_t tokens = int64_t(pos.size());
-#pragma omp parallel for schedule(static)
-  for (int64_t t = 0; t < tokens; ++t) {
+  detail::parallel_for(tokens, [&](int64_t t) {
     const bf16* sr = scores.data() + t * n_keys;
     int32_t* out = idx.data() + t * k;
     // a ranks before b: larger score, or equal score and lower index (stable descending sort).
@@ -137,7 +135,7 @@ void indexer_topk(std::span<int32_t> idx, std::span<const bf16> scores, std::spa
     std::sort(out, out + n, before);
     const int64_t visible = (pos[t] + 1) / ratio;
     for (int i = 0; i < k; ++i) out[i] = (i < n && out[i] < visible) ? out[i] + offset : -1;
-  }
+  });
 }
 
 }  // namespace dsv4::kernels

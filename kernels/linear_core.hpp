@@ -14,6 +14,7 @@
 #include <cstring>
 
 #include "kernels/numerics.hpp"
+#include "kernels/parallel.hpp"
 
 #ifdef __AVX512F__
 #include <immintrin.h>
@@ -74,8 +75,7 @@ void gemv_engine(const P& p) {
   constexpr int G = R / S;                           // sub-groups per group
   const int64_t kblocks = p.k / kBlk, groups = (p.n + R - 1) / R;
   const int64_t pf_lines = R * p.row_bytes() / 64 / kblocks;  // the next group's lines per K block
-#pragma omp parallel
-  {
+  parallel_region([&] {
     alignas(64) double a[M][kGemvMaxK];
     for (int mm = 0; mm < M; ++mm)
       for (int64_t kb = 0; kb < kblocks; ++kb) p.decode_a(mm, kb, a[mm] + kb * kBlk);
@@ -120,7 +120,7 @@ void gemv_engine(const P& p) {
       for (int r = 0; r < R && n0 + r < p.n; ++r)
         for (int mm = 0; mm < M; ++mm) p.store(mm, n0 + r, acc[r / S][(r % S) * M + mm]);
     }
-  }
+  });
 }
 
 // GEMM: tiles of Mc activation rows x Nt weight rows; each K block of the tile is decoded once to
@@ -130,10 +130,8 @@ void gemm_engine(const P& p) {
   constexpr int Mc = 32, Nt = 32;  // 32 KiB of decoded A and of B per K block: L1/L2 resident
   const int64_t kblocks = p.k / kBlk;
   const int64_t mt = (p.m + Mc - 1) / Mc, nt = (p.n + Nt - 1) / Nt;
-#pragma omp parallel for collapse(2) schedule(static)
-  for (int64_t tn = 0; tn < nt; ++tn)
-    for (int64_t tm = 0; tm < mt; ++tm) {
-      const int64_t m0 = tm * Mc, n0 = tn * Nt;
+  parallel_for(nt * mt, [&](int64_t tile) {
+      const int64_t m0 = tile % mt * Mc, n0 = tile / mt * Nt;
       const int mv = int(std::min<int64_t>(Mc, p.m - m0)), nv = int(std::min<int64_t>(Nt, p.n - n0));
       const int mr = (mv + 3) & ~3, nr = (nv + 3) & ~3;  // rounded to the micro-tile; extra rows
                                                           // recompute the last one and are dropped
@@ -175,7 +173,7 @@ void gemm_engine(const P& p) {
       }
       for (int i = 0; i < mv; ++i)
         for (int j = 0; j < nv; ++j) p.store(m0 + i, n0 + j, acc[i][j]);
-    }
+  });
 }
 
 // Path choice: GEMV for a few rows, GEMM otherwise. Both give identical bits (canonical order).

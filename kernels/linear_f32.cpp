@@ -1,4 +1,5 @@
 #include "kernels/linear.hpp"
+#include "kernels/parallel.hpp"
 #include "kernels/simd.hpp"
 
 #include <immintrin.h>
@@ -185,21 +186,20 @@ void linear_f32(std::span<float> y, std::span<const float> x, std::span<const bf
 #if defined(__AVX512F__) && defined(__AVX512BW__)
   const int64_t full = n / kLanes * kLanes;
   if (m >= 1 && m <= 8) {
-#pragma omp parallel for schedule(static)
-    for (int64_t nb = 0; nb < full; nb += kLanes)
-      gemv_rows(m, y.data() + nb, x.data(), Panel(w.data() + nb * k, k), n, k);
+    detail::parallel_for(full / kLanes, [&](int64_t b) {
+      gemv_rows(m, y.data() + b * kLanes, x.data(), Panel(w.data() + b * kLanes * k, k), n, k);
+    });
   } else if (m > 8) {
     constexpr int P = 2;  // panels per task
     const int64_t tasks = full / (P * kLanes);
-#pragma omp parallel for schedule(static)
-    for (int64_t b = 0; b < tasks; ++b) gemm_panels<P>(y.data(), x.data(), w.data(), m, n, k, b * P * kLanes);
+    detail::parallel_for(tasks, [&](int64_t b) { gemm_panels<P>(y.data(), x.data(), w.data(), m, n, k, b * P * kLanes); });
     if (tasks * P * kLanes < full) gemm_panels<1>(y.data(), x.data(), w.data(), m, n, k, tasks * P * kLanes);
   }
   seq_block(y.data(), x.data(), w.data(), m, full, n, n, k);
 #else
-#pragma omp parallel for schedule(static)
-  for (int64_t nb = 0; nb < n; nb += kLanes)
-    seq_block(y.data(), x.data(), w.data(), m, nb, std::min(n, nb + kLanes), n, k);
+  detail::parallel_for((n + kLanes - 1) / kLanes, [&](int64_t b) {
+    seq_block(y.data(), x.data(), w.data(), m, b * kLanes, std::min(n, (b + 1) * kLanes), n, k);
+  });
 #endif
 }
 

@@ -11,6 +11,7 @@
 #include <cstring>
 
 #include "kernels/linear.hpp"
+#include "kernels/parallel.hpp"
 #include "kernels/simd.hpp"
 
 #ifdef __AVX512F__
@@ -255,8 +256,7 @@ void fp4_gemv(const Fp4Args& a) {
   alignas(64) Fp4GemvAct act[M][kGemvMaxKb];
   for (int mm = 0; mm < M; ++mm) prepare_fp4_gemv_act(act[mm], a.xq + mm * a.k, a.kblocks);
   const int64_t groups = (a.n + 3) / 4, ldw = a.k / 2;
-#pragma omp parallel for schedule(static)
-  for (int64_t g = 0; g < groups; ++g) {
+  detail::parallel_for(groups, [&](int64_t g) {
     const __m512i tbl = _mm512_loadu_si512(kFp4ShiftTable.data());
     const __m512i nib = _mm512_set1_epi8(0x0f);
     const int64_t n0 = 4 * g;
@@ -311,7 +311,7 @@ void fp4_gemv(const Fp4Args& a) {
       _mm_store_ps(o, acc[mm]);
       for (int r = 0; r < 4 && n0 + r < a.n; ++r) a.y[mm * a.n + n0 + r] = f32_to_bf16(o[r]);  // fp4_gemm: bf16 out
     }
-  }
+  });
 }
 
 bool try_fp4_gemv(const Fp4Args& a) {
@@ -338,9 +338,7 @@ void linear_fp4(std::span<bf16> y, std::span<const uint8_t> xq, std::span<const 
   const Fp4Args a{m, n, k, k / kBlk, k / kSub, xq.data(), xs.data(), w.data(), ws.data(), y.data()};
   if (try_fp4_gemv(a)) return;  // same bits as the tiles (exact integer sub-block sums)
   const int64_t nt = (n + Nt - 1) / Nt, mt = (m + Mc - 1) / Mc;
-#pragma omp parallel for collapse(2) schedule(static)
-  for (int64_t tn = 0; tn < nt; ++tn)
-    for (int64_t tm = 0; tm < mt; ++tm) fp4_tile(a, tn * Nt, tm * Mc);
+  detail::parallel_for(nt * mt, [&](int64_t tile) { fp4_tile(a, tile / mt * Nt, tile % mt * Mc); });
 }
 
 }  // namespace dsv4::kernels

@@ -12,6 +12,7 @@
 
 #include "kernels/linear.hpp"
 #include "kernels/linear_core.hpp"
+#include "kernels/parallel.hpp"
 
 // The SIMD paths need byte shuffles (VBMI) and byte compares (BW) besides AVX-512F.
 #if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VBMI__)
@@ -42,8 +43,7 @@ inline float fp8_step(float acc, double blk, float sa, float sb) { return acc + 
 #ifndef DSV4_FP8_SIMD
 // Portable path: exact block sums in fp64 (products of e4m3 values are exact, and so is every partial sum).
 void fp8_portable(const Fp8Args& a) {
-#pragma omp parallel for schedule(static)
-  for (int64_t j = 0; j < a.n; ++j)
+  detail::parallel_for(a.n, [&](int64_t j) {
     for (int64_t i = 0; i < a.m; ++i) {
       float acc = 0.f;
       for (int64_t kb = 0; kb < a.kblocks; ++kb) {
@@ -55,6 +55,7 @@ void fp8_portable(const Fp8Args& a) {
       }
       a.y[i * a.n + j] = f32_to_bf16(acc);  // fp8_gemm: output cast to bf16
     }
+  });
 }
 #else
 // ---- e4m3 -> fp64, 8 values per byte shuffle.
@@ -147,8 +148,7 @@ void fp8_gemv(const Fp8Args& a) {
   constexpr int S = M == 1 ? 8 : M == 2 ? 4 : 2, G = 8 / S;
   const ShuffleIdx& t = shuffle_idx();
   const int64_t groups = (a.n + 7) / 8;
-#pragma omp parallel
-  {
+  detail::parallel_region([&] {
     alignas(64) double x[M][kGemvMaxK];
     for (int mm = 0; mm < M; ++mm) decode_activations(x[mm], a.xq + mm * a.k, a.k, t, 500.0);
 #pragma omp for schedule(static)
@@ -205,7 +205,7 @@ void fp8_gemv(const Fp8Args& a) {
         }
       }
     }
-  }
+  });
 }
 
 // ---- GEMM: tiles of up to kMc activation rows x kNt weight rows. Per K block the tile decodes its
@@ -279,9 +279,7 @@ void fp8_gemm_tile(const Fp8Args& a, int64_t m0, int64_t n0, const ShuffleIdx& t
 void fp8_gemm(const Fp8Args& a) {
   const ShuffleIdx& t = shuffle_idx();
   const int64_t nt = (a.n + kNt - 1) / kNt, mt = (a.m + kMc - 1) / kMc;
-#pragma omp parallel for collapse(2) schedule(static)
-  for (int64_t tn = 0; tn < nt; ++tn)
-    for (int64_t tm = 0; tm < mt; ++tm) fp8_gemm_tile(a, tm * kMc, tn * kNt, t);
+  detail::parallel_for(nt * mt, [&](int64_t tile) { fp8_gemm_tile(a, tile % mt * kMc, tile / mt * kNt, t); });
 }
 
 bool fp8_gemv_fits(const Fp8Args& a) { return a.m <= kGemvRows && a.k <= kGemvMaxK; }

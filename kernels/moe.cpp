@@ -1,6 +1,7 @@
 // Bit-exactness needs every fp32 product rounded on its own, as torch's kernels do: no FMA contraction.
 #pragma GCC optimize("fp-contract=off")
 #include "kernels/moe.hpp"
+#include "kernels/parallel.hpp"
 
 #include <algorithm>
 #include <cmath>
@@ -52,8 +53,7 @@ void moe_gate(std::span<float> weights, std::span<int32_t> indices, std::span<fl
 void swiglu(std::span<bf16> a, std::span<const bf16> g, std::span<const bf16> u, std::span<const float> route_w,
             int inter, float limit) {
   const int64_t rows = int64_t(g.size()) / inter;
-#pragma omp parallel for schedule(static) if (rows > 4)
-  for (int64_t r = 0; r < rows; ++r) {
+  detail::parallel_for(rows, [&](int64_t r) {
     for (int i = 0; i < inter; ++i) {
       const int64_t o = r * inter + i;
       const float gg = std::min(bf16_to_f32(g[o]), limit);                   // gate clamped from above only
@@ -62,14 +62,13 @@ void swiglu(std::span<bf16> a, std::span<const bf16> g, std::span<const bf16> u,
       if (!route_w.empty()) x = route_w[r] * x;                               // routed: weights * x before w2
       a[o] = f32_to_bf16(x);                                                  // w2(x.to(bf16))
     }
-  }
+  }, rows > 4);
 }
 
 void moe_combine(std::span<bf16> y, std::span<const bf16> expert_out, std::span<const int32_t> indices,
                  std::span<const bf16> shared, int k, int dim) {
   const int64_t rows = int64_t(y.size()) / dim;
-#pragma omp parallel for schedule(static) if (rows > 4)
-  for (int64_t r = 0; r < rows; ++r) {
+  detail::parallel_for(rows, [&](int64_t r) {
     int order[64];
     for (int i = 0; i < k; ++i) order[i] = i;
     const int32_t* ix = indices.data() + r * k;
@@ -82,7 +81,7 @@ void moe_combine(std::span<bf16> y, std::span<const bf16> expert_out, std::span<
       acc += bf16_to_f32(shared[r * dim + c]);
       y[r * dim + c] = f32_to_bf16(acc);  // MoE: y.type_as(x)
     }
-  }
+  }, rows > 4);
 }
 
 }  // namespace dsv4::kernels

@@ -3,6 +3,7 @@
 #include "kernels/norm_rope.hpp"
 
 #include "kernels/exact.hpp"
+#include "kernels/parallel.hpp"
 
 #include <cmath>
 
@@ -17,8 +18,7 @@ inline float rounded(float v) {
 
 void rms_norm(std::span<bf16> out, std::span<const bf16> x, std::span<const bf16> weight, int dim, float eps) {
   const int64_t rows = int64_t(x.size()) / dim;
-#pragma omp parallel for schedule(static) if (rows > 16)
-  for (int64_t r = 0; r < rows; ++r) {
+  detail::parallel_for(rows, [&](int64_t r) {
     const bf16* xr = x.data() + r * dim;
     bf16* yr = out.data() + r * dim;
     double ss = 0.0;  // x² are exact in fp32 (bf16 inputs); their sum is accumulated in double, rounded once
@@ -32,13 +32,12 @@ void rms_norm(std::span<bf16> out, std::span<const bf16> x, std::span<const bf16
       const float xn = bf16_to_f32(xr[i]) * rs;
       yr[i] = f32_to_bf16(bf16_to_f32(weight[i]) * xn);  // RMSNorm: (weight * x).to(bf16)
     }
-  }
+  }, rows > 16);
 }
 
 void q_head_rms(std::span<bf16> q, int head_dim, float eps) {
   const int64_t rows = int64_t(q.size()) / head_dim;
-#pragma omp parallel for schedule(static) if (rows > 64)
-  for (int64_t r = 0; r < rows; ++r) {
+  detail::parallel_for(rows, [&](int64_t r) {
     bf16* qr = q.data() + r * head_dim;
     double sum = 0.0;
     for (int i = 0; i < head_dim; ++i) {
@@ -49,7 +48,7 @@ void q_head_rms(std::span<bf16> q, int head_dim, float eps) {
     const float a = round_bf16(m + eps);                               // + eps: bf16
     const float rs = round_bf16(float(1.0 / std::sqrt(double(a))));  // rsqrt: correctly rounded to bf16
     for (int i = 0; i < head_dim; ++i) qr[i] = f32_to_bf16(bf16_to_f32(qr[i]) * rs);  // q *= r: bf16
-  }
+  }, rows > 64);
 }
 
 void rope_inv_freqs(std::span<float> freqs, int rope_dim, double base, int64_t original_seq_len, double factor,
@@ -98,8 +97,7 @@ void apply_rope(std::span<bf16> x, std::span<const float> table, int64_t tokens,
                 int rope_dim, bool inverse) {
   const int half = rope_dim / 2;
   const float sgn = inverse ? -1.0f : 1.0f;
-#pragma omp parallel for schedule(static) if (tokens * rows_per_token > 256)
-  for (int64_t tr = 0; tr < tokens * rows_per_token; ++tr) {
+  detail::parallel_for(tokens * rows_per_token, [&](int64_t tr) {
     const int64_t t = tr / rows_per_token;
     bf16* v = x.data() + tr * row_dim + (row_dim - rope_dim);
     const float* cs = table.data() + t * half * 2;
@@ -112,15 +110,14 @@ void apply_rope(std::span<bf16> x, std::span<const float> table, int64_t tokens,
       v[2 * i] = f32_to_bf16(ac - bd);      // apply_rotary_emb: y.copy_(x) back to bf16
       v[2 * i + 1] = f32_to_bf16(ad + bc);  // apply_rotary_emb: y.copy_(x) back to bf16
     }
-  }
+  }, tokens * rows_per_token > 256);
 }
 
 void hadamard128(std::span<bf16> out, std::span<const bf16> x) {
   constexpr int n = 128;
   const int64_t rows = int64_t(x.size()) / n;
   const double scale = 1.0 / std::sqrt(double(n));
-#pragma omp parallel for schedule(static) if (rows > 64)
-  for (int64_t r = 0; r < rows; ++r) {
+  detail::parallel_for(rows, [&](int64_t r) {
     double v[n];  // in-place Walsh-Hadamard butterflies in double: exact for bf16 inputs
     for (int i = 0; i < n; ++i) v[i] = double(bf16_to_f32(x[r * n + i]));
     for (int h = 1; h < n; h *= 2)
@@ -132,7 +129,7 @@ void hadamard128(std::span<bf16> out, std::span<const bf16> x) {
         }
     // rotate_activation: exact H·x, then one rounding of the scaled value to bf16
     for (int i = 0; i < n; ++i) out[r * n + i] = f64_to_bf16(v[i] * scale);
-  }
+  }, rows > 64);
 }
 
 }  // namespace dsv4::kernels

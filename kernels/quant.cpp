@@ -1,6 +1,7 @@
 // Activation quantisation (kernel.py act_quant / fp4_act_quant). AVX-512 path + portable path; both
 // compute the same IEEE operations (fp32 divide, clamp, RNE to the grid), so they agree bit for bit.
 #include "kernels/quant.hpp"
+#include "kernels/parallel.hpp"
 
 #include <algorithm>
 #include <bit>
@@ -68,8 +69,7 @@ void act_quant_fp8(std::span<uint8_t> q, std::span<float> s, std::span<const bf1
   assert(int64_t(q.size()) >= rows * cols && int64_t(x.size()) >= rows * cols &&
          int64_t(s.size()) >= rows * (cols / kActQuantBlock));
   const int64_t nblk = rows * (cols / kActQuantBlock);  // blocks are contiguous: row-major, cols % 128 == 0
-#pragma omp parallel for schedule(static) if (nblk >= 256)
-  for (int64_t b = 0; b < nblk; ++b) {
+  detail::parallel_for(nblk, [&](int64_t b) {
     const bf16* xb = x.data() + b * kActQuantBlock;
     uint8_t* qb = q.data() + b * kActQuantBlock;
 #ifdef __AVX512F__
@@ -93,7 +93,7 @@ void act_quant_fp8(std::span<uint8_t> q, std::span<float> s, std::span<const bf1
       qb[i] = f32_to_e4m3(std::clamp(bf16_to_f32(xb[i]) / sc, -448.f, 448.f));
 #endif
     s[b] = sc;
-  }
+  }, nblk >= 256);
 }
 
 void fp8_round_trip_inplace(std::span<bf16> v, int64_t block) {

@@ -1,7 +1,10 @@
 // kernels/linear.*: GEMV vs GEMM vs scalar twin, bit for bit; batch invariance; no allocation.
 #include <gtest/gtest.h>
 
+#include <omp.h>
+
 #include <atomic>
+#include <bit>
 #include <cmath>
 #include <cstdlib>
 #include <new>
@@ -219,6 +222,42 @@ TEST(LinearBf16, GroupedMatchesPerGroup) {
     for (int64_t i = 0; i < m; ++i)
       for (int64_t j = 0; j < n; ++j) ASSERT_EQ(y[(i * g + gi) * n + j].bits, yg[i * n + j].bits);
   }
+}
+
+// The bits do not depend on the thread count: one thread runs inline (no parallel region), two and three
+// split the rows and tiles differently.
+TEST(Linear, ThreadCountInvariance) {
+  std::mt19937 rng(18);
+  const int64_t n = 200, k = 384, mmax = 70;
+  const auto xq = random_e4m3(mmax * k, rng), w8 = random_e4m3(n * k, rng);
+  const auto xs = random_pow2(mmax * k / 128, rng, -22, 4);
+  const auto ws8 = random_e8m0(((n + 127) / 128) * (k / 128), rng, -14, -4);
+  std::vector<uint8_t> w4(n * k / 2);
+  for (auto& b : w4) b = uint8_t(rng());
+  const auto ws4 = random_e8m0(n * k / 32, rng, -14, 2);
+  const auto xb = random_bf16(mmax * k, rng, 1.f, 8), wb = random_bf16(n * k, rng, 0.05f, 8);
+  std::vector<float> xf(mmax * k);
+  for (auto& v : xf) v = bf16_to_f32(random_bf16(1, rng, 1.f, 8)[0]);
+  auto run_all = [&](int threads) {
+    omp_set_num_threads(threads);
+    std::vector<uint32_t> bits;
+    for (int64_t m : {int64_t(1), int64_t(3), mmax}) {
+      std::vector<bf16> y(m * n);
+      std::vector<float> yf(m * n);
+      auto keep = [&] { for (const bf16 v : y) bits.push_back(v.bits); };
+      linear_fp8(y, xq, xs, w8, ws8, m, n, k), keep();
+      linear_fp4(y, xq, xs, w4, ws4, m, n, k), keep();
+      linear_bf16(y, xb, wb, m, n, k), keep();
+      linear_f32(yf, xf, wb, m, n, k);
+      for (const float v : yf) bits.push_back(std::bit_cast<uint32_t>(v));
+    }
+    return bits;
+  };
+  const int saved = omp_get_max_threads();
+  const auto one = run_all(1), two = run_all(2), three = run_all(3);
+  omp_set_num_threads(saved);
+  EXPECT_EQ(one, two);
+  EXPECT_EQ(one, three);
 }
 
 // By construction the kernels use only stack scratch; this checks that nothing reaches operator new

@@ -1,0 +1,36 @@
+// Thread parallelism for the kernels. Not a public header.
+//
+// An OpenMP parallel region costs about a microsecond even with one thread (libgomp builds a team and
+// signals it through futexes), and with 16 ranks sharing 2 cores every rank runs one thread while a
+// decode step makes thousands of kernel calls. So a region is only opened when it has threads to use;
+// otherwise the body runs inline, where its worksharing loops are orphaned constructs that OpenMP runs
+// serially. Results never depend on the thread count: each output element has one fixed order.
+#pragma once
+#include <cstdint>
+
+#include <omp.h>
+
+namespace dsv4::kernels::detail {
+
+inline bool single_threaded() { return omp_get_max_threads() == 1 || omp_in_parallel(); }
+
+// body() on every thread of a region (per-thread setup, then `#pragma omp for` loops inside).
+template <class Body>
+void parallel_region(Body&& body) {
+  if (single_threaded()) return body();
+#pragma omp parallel
+  body();
+}
+
+// body(i) for i in [0, n), statically scheduled; worth_it = false keeps a small call inline.
+template <class Body>
+void parallel_for(int64_t n, Body&& body, bool worth_it = true) {
+  if (!worth_it || n <= 1 || single_threaded()) {
+    for (int64_t i = 0; i < n; ++i) body(i);
+    return;
+  }
+#pragma omp parallel for schedule(static)
+  for (int64_t i = 0; i < n; ++i) body(i);
+}
+
+}  // namespace dsv4::kernels::detail
