@@ -143,6 +143,37 @@ inline __m256 fp8_step8(__m256 acc, __m512d blk, __m256 scale) {
 // one horizontal reduction in lane r·M + mm.
 using detail::hsum8, detail::kGemvMaxK, detail::kGemvRows;
 
+// One K block of S weight rows x M activation rows: the S·M exact block sums (times 2^-516) in lanes
+// r·M + mm. Not inlined: on its own the function keeps its 8 accumulators in registers (inlined into the
+// group loop, GCC spills and shuffles them, which halves the FMA rate for M > 1).
+template <int M, int S>
+__attribute__((noinline)) __m512d gemv_block(const uint8_t* const* wr, const uint8_t* prefetch, int64_t k0,
+                                             const double (*x)[kGemvMaxK], const ShuffleIdx& t, __mmask8& nan_lanes) {
+  __m512d part[8];
+  for (int i = 0; i < 8; ++i) part[i] = _mm512_setzero_pd();
+  for (int h = 0; h < 2; ++h) {
+    Words64 c[S];
+    for (int r = 0; r < S; ++r) {
+      // The next group's 8 rows (8·k contiguous bytes) are fetched 16 lines per block, one per load.
+      _mm_prefetch(reinterpret_cast<const char*>(prefetch + (h * S + r) * 64), _MM_HINT_T0);
+      const __m512i raw = _mm512_loadu_si512(wr[r] + k0 + 64 * h);
+      c[r] = prepare_words(raw);
+      if (nan_codes(raw)) [[unlikely]] nan_lanes |= __mmask8(((1u << M) - 1) << (r * M));
+    }
+#pragma GCC unroll 8
+    for (int q = 0; q < 8; ++q) {
+      __m512d av[M];
+      for (int mm = 0; mm < M; ++mm) av[mm] = _mm512_load_pd(x[mm] + k0 + 64 * h + 8 * q);
+#pragma GCC unroll 8
+      for (int r = 0; r < S; ++r) {
+        const __m512d d = decode8w(c[r].w[q % 2], t.words[q / 2]);
+        for (int mm = 0; mm < M; ++mm) part[r * M + mm] = _mm512_fmadd_pd(d, av[mm], part[r * M + mm]);
+      }
+    }
+  }
+  return hsum8(part);
+}
+
 template <int M>
 void fp8_gemv(const Fp8Args& a) {
   constexpr int S = M == 1 ? 8 : M == 2 ? 4 : 2, G = 8 / S;
@@ -165,33 +196,10 @@ void fp8_gemv(const Fp8Args& a) {
         for (int i = 0; i < S * M; ++i) sa[i] = a.sa(i % M, kb);
         const __m256 scale = _mm256_mul_ps(_mm256_load_ps(sa), _mm256_set1_ps(a.sb(n0, kb)));
         for (int sg = 0; sg < G; ++sg) {
-          __m512d part[8];
-          for (int i = 0; i < 8; ++i) part[i] = _mm512_setzero_pd();
           __mmask8 nan_lanes = 0;
-          for (int h = 0; h < 2; ++h) {
-            Words64 c[S];
-            for (int r = 0; r < S; ++r) {
-              const uint8_t* src = wr[sg * S + r] + kb * kBlk + 64 * h;
-              // The next group's 8 rows (8·k contiguous bytes) are fetched 16 lines per block, one per load.
-              _mm_prefetch(reinterpret_cast<const char*>(wr[0] + 8 * a.k + (kb * 16 + (2 * sg + h) * S + r) * 64),
-                           _MM_HINT_T0);
-              const __m512i raw = _mm512_loadu_si512(src);
-              c[r] = prepare_words(raw);
-              if (nan_codes(raw)) [[unlikely]] nan_lanes |= __mmask8(((1u << M) - 1) << (r * M));
-            }
-            const int64_t k0 = kb * kBlk + 64 * h;
-#pragma GCC unroll 8
-            for (int q = 0; q < 8; ++q) {
-              __m512d av[M];
-              for (int mm = 0; mm < M; ++mm) av[mm] = _mm512_load_pd(x[mm] + k0 + 8 * q);
-#pragma GCC unroll 8
-              for (int r = 0; r < S; ++r) {
-                const __m512d d = decode8w(c[r].w[q % 2], t.words[q / 2]);
-                for (int mm = 0; mm < M; ++mm) part[r * M + mm] = _mm512_fmadd_pd(d, av[mm], part[r * M + mm]);
-              }
-            }
-          }
-          __m512d blk = rescale(hsum8(part), 516.0);  // exact: the true block sums
+          const __m512d sums = gemv_block<M, S>(wr + sg * S, wr[0] + 8 * a.k + (kb * 16 + 2 * sg * S) * 64,
+                                                kb * kBlk, x, t, nan_lanes);
+          __m512d blk = rescale(sums, 516.0);  // exact: the true block sums
           if (nan_lanes) [[unlikely]] blk = _mm512_mask_mov_pd(blk, nan_lanes, nan8());
           acc[sg] = fp8_step8(acc[sg], blk, scale);
         }
