@@ -41,8 +41,8 @@ void linear_fp8_gemm(std::span<bf16> y, std::span<const uint8_t> xq, std::span<c
 
 // FP4 expert linear. y bf16 [m, n]; xq e4m3 [m, k], xs fp32 [m, k/128] from act_quant_fp8;
 // w packed e2m1 [n, k/2] (low nibble = even k); ws e8m0 [n, k/32]. k % 128 == 0.
-// m <= 4 streams the weights once (GEMV); larger m decodes weight tiles once and reuses them across
-// rows. Both give identical bits (exact integer sub-block sums, the same fp32 steps).
+// m <= 8 takes the GEMV (weights streamed once per 4 rows); larger m decodes weight tiles once and
+// reuses them across rows. Both give identical bits (exact integer sub-block sums, the same fp32 steps).
 void linear_fp4(std::span<bf16> y, std::span<const uint8_t> xq, std::span<const float> xs,
                 std::span<const uint8_t> w, std::span<const uint8_t> ws, int64_t m, int64_t n, int64_t k);
 

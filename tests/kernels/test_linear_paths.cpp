@@ -24,7 +24,7 @@ TEST(LinearPaths, Fp4GemvMatchesTilesAndTwin) {
   std::mt19937 rng(101);
   // k = 8320 exceeds the GEMV's activation scratch (k <= 8192) and takes the tiles for every m.
   for (const int64_t k : {int64_t(2048), int64_t(4096), int64_t(8320)}) {
-    const int64_t m = 6, n = 23;
+    const int64_t m = 12, n = 23;
     const auto xq = all_finite_e4m3(m * k, rng);
     std::vector<uint8_t> w(n * k / 2);
     for (auto& b : w) b = uint8_t(rng());
@@ -34,9 +34,9 @@ TEST(LinearPaths, Fp4GemvMatchesTilesAndTwin) {
     for (auto& b : ws) b = uint8_t(127 - 20 + int(rng() % 24));
     std::vector<bf16> want, tiles(m * n);
     ref::linear_fp4(want, xq, xs, w, ws, m, n, k);
-    linear_fp4(tiles, xq, xs, w, ws, m, n, k);  // m = 6: tiles
+    linear_fp4(tiles, xq, xs, w, ws, m, n, k);  // m = 12: tiles
     for (int64_t i = 0; i < m * n; ++i) ASSERT_EQ(tiles[i].bits, want[i].bits) << "k=" << k << " i=" << i;
-    for (int64_t rows = 1; rows <= 4; ++rows)  // GEMV with 1..4 rows
+    for (int64_t rows = 1; rows <= 8; ++rows)  // GEMV with 1..8 rows (two passes above 4)
       for (int64_t r0 = 0; r0 + rows <= m; r0 += rows) {
         std::vector<bf16> got(rows * n);
         linear_fp4(got, std::span(xq).subspan(r0 * k, rows * k), std::span(xs).subspan(r0 * k / 128, rows * k / 128),
