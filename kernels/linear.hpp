@@ -14,8 +14,8 @@
 //    exponent spreads: the result is the correctly rounded bf16 unless the exact sum lies within
 //    about k·2^-53·Σ|x·w| of a bf16 rounding midpoint (relative 2^-41 for k = 4096).
 //  * FP32 (compressor wkv/wgate, gate, head): torch's CPU order, sequential over k (see linear_f32).
-// The FP8 / FP4 / BF16 kernels take a GEMV path for m <= 4 (weights streamed once) and a tiled GEMM path
-// otherwise. Their block sums are exact (FP8, FP4) or summed in one canonical order (BF16), and the
+// The FP8 / FP4 / BF16 kernels take a GEMV path for few rows (weights streamed once per 4 rows; m <= 8 for
+// FP8 / FP4, m <= 4 for BF16) and a tiled GEMM path otherwise. Their block sums are exact (FP8, FP4) or summed in one canonical order (BF16), and the
 // fp32 steps after them run in the same order on every path, so a row's bits never depend on the batch.
 // Kernels allocate nothing; they use OpenMP threads over output rows (tiles).
 #pragma once
@@ -33,7 +33,7 @@ inline constexpr int64_t kFp4ScaleBlock = 32;  // K block of FP4 expert weight s
 // w e4m3 [n, k]; ws e8m0 [ceil(n/128), k/128]. k % 128 == 0.
 void linear_fp8(std::span<bf16> y, std::span<const uint8_t> xq, std::span<const float> xs,
                 std::span<const uint8_t> w, std::span<const uint8_t> ws, int64_t m, int64_t n, int64_t k);
-// The two paths, exposed for tests and benchmarks (same contract; gemv requires m <= 4).
+// The two paths, exposed for tests and benchmarks (same contract; gemv requires m <= 8).
 void linear_fp8_gemv(std::span<bf16> y, std::span<const uint8_t> xq, std::span<const float> xs,
                      std::span<const uint8_t> w, std::span<const uint8_t> ws, int64_t m, int64_t n, int64_t k);
 void linear_fp8_gemm(std::span<bf16> y, std::span<const uint8_t> xq, std::span<const float> xs,

@@ -11,6 +11,7 @@
 #include <cstring>
 
 #include "kernels/linear.hpp"
+#include "kernels/linear_core.hpp"
 #include "kernels/parallel.hpp"
 #include "kernels/simd.hpp"
 
@@ -208,8 +209,7 @@ void fp4_tile(const Fp4Args& a, int64_t n0, int64_t m0) {
 // with the product's sign is a signed byte read from a 64-entry table at index ew·16 + nibble, the
 // nibble's sign bit flipped by the activation's sign. Integer sums are exact, so this gives the
 // tile path's bits.
-constexpr int kGemvMaxRows = 4;
-constexpr int64_t kGemvMaxKb = 64;  // k <= 8192 (stack scratch for the prepared activation)
+constexpr int64_t kGemvMaxKb = detail::kGemvMaxK / kBlk;  // stack scratch for the prepared activations
 
 struct Fp4GemvAct {  // one activation row, one K block; byte j covers k = 2j (even) and 2j+1 (odd)
   alignas(64) uint8_t dig[2][2][64];  // [class c][even/odd]: Ma·2^ed where the element is in class c
@@ -316,25 +316,16 @@ void fp4_gemv(const Fp4Args& a) {
   });
 }
 
-// Up to kGemvChunkedRows activation rows take the GEMV, 4 rows per pass over the weights. Its cost grows
-// with every row (the weight decode depends on the activation) while the tiles' weight transposition
-// needs many rows to pay off; one thread, 2048x4096: 5 rows 0.70 vs 1.25 ms, 8 rows 1.09 vs 1.24 ms,
-// 12 rows about even.
-constexpr int64_t kGemvChunkedRows = 8;
-
 bool try_fp4_gemv(const Fp4Args& a) {
-  if (a.m > kGemvChunkedRows || a.kblocks > kGemvMaxKb) return false;
-  for (int64_t m0 = 0; m0 < a.m; m0 += kGemvMaxRows) {
-    Fp4Args c = a;
-    c.m = std::min<int64_t>(kGemvMaxRows, a.m - m0);
-    c.xq += m0 * a.k, c.xs += m0 * a.kblocks, c.y += m0 * a.n;
+  if (a.m > detail::kGemvChunkedRows || a.kblocks > kGemvMaxKb) return false;
+  detail::gemv_in_row_chunks(a, [](const Fp4Args& c) {
     switch (c.m) {
-      case 1: fp4_gemv<1>(c); break;
-      case 2: fp4_gemv<2>(c); break;
-      case 3: fp4_gemv<3>(c); break;
-      default: fp4_gemv<4>(c); break;
+      case 1: fp4_gemv<1>(c); return;
+      case 2: fp4_gemv<2>(c); return;
+      case 3: fp4_gemv<3>(c); return;
+      default: fp4_gemv<4>(c); return;
     }
-  }
+  });
   return true;
 }
 #else

@@ -138,10 +138,10 @@ inline __m256 fp8_step8(__m256 acc, __m512d blk, __m256 scale) {
   return _mm256_add_ps(acc, _mm256_mul_ps(_mm512_cvtpd_ps(blk), scale));
 }
 
-// ---- GEMV (m <= 4): weights streamed once. A group of 8 weight rows is split into sub-groups of S rows
-// so that S·M (weight row, activation row) pairs fill the 8 accumulators; the 8 block sums come out of
-// one horizontal reduction in lane r·M + mm.
-using detail::hsum8, detail::kGemvMaxK, detail::kGemvRows;
+// ---- GEMV (m <= 4; more rows in passes, see kGemvChunkedRows): weights streamed once. A group of 8
+// weight rows is split into sub-groups of S rows so that S·M (weight row, activation row) pairs fill the
+// 8 accumulators; the 8 block sums come out of one horizontal reduction in lane r·M + mm.
+using detail::hsum8, detail::kGemvMaxK;
 
 // One K block of S weight rows x M activation rows: the S·M exact block sums (times 2^-516) in lanes
 // r·M + mm. Not inlined: on its own the function keeps its 8 accumulators in registers (inlined into the
@@ -290,15 +290,17 @@ void fp8_gemm(const Fp8Args& a) {
   detail::parallel_for(nt * mt, [&](int64_t tile) { fp8_gemm_tile(a, tile % mt * kMc, tile / mt * kNt, t); });
 }
 
-bool fp8_gemv_fits(const Fp8Args& a) { return a.m <= kGemvRows && a.k <= kGemvMaxK; }
+bool fp8_gemv_fits(const Fp8Args& a) { return a.m <= detail::kGemvChunkedRows && a.k <= kGemvMaxK; }
 
 void fp8_gemv_any(const Fp8Args& a) {
-  switch (a.m) {
-    case 1: fp8_gemv<1>(a); return;
-    case 2: fp8_gemv<2>(a); return;
-    case 3: fp8_gemv<3>(a); return;
-    default: fp8_gemv<4>(a); return;
-  }
+  detail::gemv_in_row_chunks(a, [](const Fp8Args& c) {
+    switch (c.m) {
+      case 1: fp8_gemv<1>(c); return;
+      case 2: fp8_gemv<2>(c); return;
+      case 3: fp8_gemv<3>(c); return;
+      default: fp8_gemv<4>(c); return;
+    }
+  });
 }
 #endif
 
@@ -333,7 +335,7 @@ void linear_fp8(std::span<bf16> y, std::span<const uint8_t> xq, std::span<const 
 
 void linear_fp8_gemv(std::span<bf16> y, std::span<const uint8_t> xq, std::span<const float> xs,
                      std::span<const uint8_t> w, std::span<const uint8_t> ws, int64_t m, int64_t n, int64_t k) {
-  assert(m <= detail::kGemvRows);
+  assert(m <= detail::kGemvChunkedRows);
   run(make_args(y, xq, xs, w, ws, m, n, k), Path::Gemv);
 }
 

@@ -1,4 +1,4 @@
-// kernels/linear_fp4 / linear_fp8: the m <= 4 GEMV paths against the tiled paths and the scalar twins at
+// kernels/linear_fp4 / linear_fp8: the GEMV paths (m <= 8) against the tiled paths and the scalar twins at
 // FLASH-like K (every e4m3 code, every e2m1 nibble, wide scale ranges), and NaN propagation.
 #include <gtest/gtest.h>
 
@@ -51,7 +51,7 @@ TEST(LinearPaths, Fp8GemvGemmMatchTwinAtFlashK) {
   std::mt19937 rng(102);
   // k = 8320 exceeds the GEMV's activation scratch (k <= 8192): every m takes the GEMM there.
   for (const int64_t k : {int64_t(4096), int64_t(8320)}) {
-    const int64_t m = 4, n = 136;
+    const int64_t m = 8, n = 136;  // the GEMV in two passes of 4 rows
     const auto xq = all_finite_e4m3(m * k, rng), w = all_finite_e4m3(n * k, rng);
     std::vector<float> xs(m * k / 128);
     for (auto& s : xs) s = std::ldexp(1.f, -24 + int(rng() % 30));
@@ -65,7 +65,7 @@ TEST(LinearPaths, Fp8GemvGemmMatchTwinAtFlashK) {
       ASSERT_EQ(gemv[i].bits, want[i].bits) << "k=" << k << " i=" << i;
       ASSERT_EQ(gemm[i].bits, want[i].bits) << "k=" << k << " i=" << i;
     }
-    for (int64_t rows = 1; rows <= 3; ++rows) {  // GEMV with 1..3 rows against the same rows of the GEMM
+    for (int64_t rows = 1; rows <= 7; ++rows) {  // GEMV with 1..7 rows against the same rows of the GEMM
       std::vector<bf16> got(rows * n);
       linear_fp8(got, std::span(xq).first(rows * k), std::span(xs).first(rows * k / 128), w, ws, rows, n, k);
       for (int64_t i = 0; i < rows * n; ++i) ASSERT_EQ(got[i].bits, want[i].bits) << "k=" << k << " rows=" << rows;
