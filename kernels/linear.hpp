@@ -15,8 +15,9 @@
 //    about k·2^-53·Σ|x·w| of a bf16 rounding midpoint (relative 2^-41 for k = 4096).
 //  * FP32 (compressor wkv/wgate, gate, head): torch's CPU order, sequential over k (see linear_f32).
 // The FP8 / FP4 / BF16 kernels take a GEMV path for few rows (weights streamed once per 4 rows; m <= 8 for
-// FP8 / FP4, m <= 4 for BF16) and a tiled GEMM path otherwise. Their block sums are exact (FP8, FP4) or summed in one canonical order (BF16), and the
-// fp32 steps after them run in the same order on every path, so a row's bits never depend on the batch.
+// FP8 / FP4, m <= 4 for BF16) and a tiled GEMM path otherwise. Their block sums are exact (FP8, FP4) or
+// summed in one canonical order (BF16), and the fp32 steps after them run in the same order on every
+// path, so a row's bits never depend on the batch.
 // Kernels allocate nothing; they use OpenMP threads over output rows (tiles).
 #pragma once
 #include <cstdint>

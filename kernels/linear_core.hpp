@@ -149,48 +149,48 @@ void gemm_engine(const P& p) {
   const int64_t kblocks = p.k / kBlk;
   const int64_t mt = (p.m + Mc - 1) / Mc, nt = (p.n + Nt - 1) / Nt;
   parallel_for(nt * mt, [&](int64_t tile) {
-      const int64_t m0 = tile % mt * Mc, n0 = tile / mt * Nt;
-      const int mv = int(std::min<int64_t>(Mc, p.m - m0)), nv = int(std::min<int64_t>(Nt, p.n - n0));
-      const int mr = (mv + 3) & ~3, nr = (nv + 3) & ~3;  // rounded to the micro-tile; extra rows
-                                                          // recompute the last one and are dropped
-      alignas(64) double A[Mc][kBlk];
-      alignas(64) double B[Nt][kBlk];
-      alignas(64) double acc[Mc][Nt];
-      for (int i = 0; i < mr; ++i) std::fill(acc[i], acc[i] + nr, 0.0);
-      for (int64_t kb = 0; kb < kblocks; ++kb) {
-        for (int i = 0; i < mr; ++i) p.decode_a(m0 + std::min(i, mv - 1), kb, A[i]);
-        for (int j = 0; j < nr; ++j) p.decode_b(n0 + std::min(j, nv - 1), kb, B[j]);
-        for (int i = 0; i < mr; i += 4)
-          for (int j = 0; j < nr; j += 4) {
+    const int64_t m0 = tile % mt * Mc, n0 = tile / mt * Nt;
+    const int mv = int(std::min<int64_t>(Mc, p.m - m0)), nv = int(std::min<int64_t>(Nt, p.n - n0));
+    const int mr = (mv + 3) & ~3, nr = (nv + 3) & ~3;  // rounded to the micro-tile; extra rows
+                                                        // recompute the last one and are dropped
+    alignas(64) double A[Mc][kBlk];
+    alignas(64) double B[Nt][kBlk];
+    alignas(64) double acc[Mc][Nt];
+    for (int i = 0; i < mr; ++i) std::fill(acc[i], acc[i] + nr, 0.0);
+    for (int64_t kb = 0; kb < kblocks; ++kb) {
+      for (int i = 0; i < mr; ++i) p.decode_a(m0 + std::min(i, mv - 1), kb, A[i]);
+      for (int j = 0; j < nr; ++j) p.decode_b(n0 + std::min(j, nv - 1), kb, B[j]);
+      for (int i = 0; i < mr; i += 4)
+        for (int j = 0; j < nr; j += 4) {
 #ifdef __AVX512F__
-            __m512d c[16];
-            for (int t = 0; t < 16; ++t) c[t] = _mm512_setzero_pd();
-            for (int q = 0; q < 16; ++q) {
-              __m512d av[4], bv[4];
-              for (int t = 0; t < 4; ++t) av[t] = _mm512_load_pd(A[i + t] + 8 * q);
-              for (int t = 0; t < 4; ++t) bv[t] = _mm512_load_pd(B[j + t] + 8 * q);
-              for (int ti = 0; ti < 4; ++ti)
-                for (int tj = 0; tj < 4; ++tj)
-                  c[ti * 4 + tj] = _mm512_fmadd_pd(av[ti], bv[tj], c[ti * 4 + tj]);
-            }
-            for (int half = 0; half < 2; ++half) {  // rows i+2*half, i+2*half+1
-              const __m512d blk = hsum8(c + 8 * half);
-              const int r0 = i + 2 * half;
-              const __m512d old = _mm512_insertf64x4(
-                  _mm512_castpd256_pd512(_mm256_load_pd(acc[r0] + j)), _mm256_load_pd(acc[r0 + 1] + j), 1);
-              const __m512d nw = _mm512_add_pd(old, blk);
-              _mm256_store_pd(acc[r0] + j, _mm512_castpd512_pd256(nw));
-              _mm256_store_pd(acc[r0 + 1] + j, _mm512_extractf64x4_pd(nw, 1));
-            }
-#else
+          __m512d c[16];
+          for (int t = 0; t < 16; ++t) c[t] = _mm512_setzero_pd();
+          for (int q = 0; q < 16; ++q) {
+            __m512d av[4], bv[4];
+            for (int t = 0; t < 4; ++t) av[t] = _mm512_load_pd(A[i + t] + 8 * q);
+            for (int t = 0; t < 4; ++t) bv[t] = _mm512_load_pd(B[j + t] + 8 * q);
             for (int ti = 0; ti < 4; ++ti)
               for (int tj = 0; tj < 4; ++tj)
-                acc[i + ti][j + tj] += block_dot_canonical(A[i + ti], B[j + tj]);
-#endif
+                c[ti * 4 + tj] = _mm512_fmadd_pd(av[ti], bv[tj], c[ti * 4 + tj]);
           }
-      }
-      for (int i = 0; i < mv; ++i)
-        for (int j = 0; j < nv; ++j) p.store(m0 + i, n0 + j, acc[i][j]);
+          for (int half = 0; half < 2; ++half) {  // rows i+2*half, i+2*half+1
+            const __m512d blk = hsum8(c + 8 * half);
+            const int r0 = i + 2 * half;
+            const __m512d old = _mm512_insertf64x4(
+                _mm512_castpd256_pd512(_mm256_load_pd(acc[r0] + j)), _mm256_load_pd(acc[r0 + 1] + j), 1);
+            const __m512d nw = _mm512_add_pd(old, blk);
+            _mm256_store_pd(acc[r0] + j, _mm512_castpd512_pd256(nw));
+            _mm256_store_pd(acc[r0 + 1] + j, _mm512_extractf64x4_pd(nw, 1));
+          }
+#else
+          for (int ti = 0; ti < 4; ++ti)
+            for (int tj = 0; tj < 4; ++tj)
+              acc[i + ti][j + tj] += block_dot_canonical(A[i + ti], B[j + tj]);
+#endif
+        }
+    }
+    for (int i = 0; i < mv; ++i)
+      for (int j = 0; j < nv; ++j) p.store(m0 + i, n0 + j, acc[i][j]);
   });
 }
 

@@ -192,7 +192,8 @@ void linear_f32(std::span<float> y, std::span<const float> x, std::span<const bf
   } else if (m > 8) {
     constexpr int P = 2;  // panels per task
     const int64_t tasks = full / (P * kLanes);
-    detail::parallel_for(tasks, [&](int64_t b) { gemm_panels<P>(y.data(), x.data(), w.data(), m, n, k, b * P * kLanes); });
+    detail::parallel_for(tasks,
+                         [&](int64_t b) { gemm_panels<P>(y.data(), x.data(), w.data(), m, n, k, b * P * kLanes); });
     if (tasks * P * kLanes < full) gemm_panels<1>(y.data(), x.data(), w.data(), m, n, k, tasks * P * kLanes);
   }
   seq_block(y.data(), x.data(), w.data(), m, full, n, n, k);
