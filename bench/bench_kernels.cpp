@@ -87,7 +87,8 @@ void BM_ReadBandwidth(benchmark::State& st) {
   g_read_bps[threads] = stream_rate(st, double(n), [&] {
 #pragma omp parallel
     {
-      const size_t nt = size_t(omp_get_num_threads()), t = size_t(omp_get_thread_num()), c = n / nt;
+      // c: whole 128-byte steps
+      const size_t nt = size_t(omp_get_num_threads()), t = size_t(omp_get_thread_num()), c = n / nt / 128 * 128;
 #ifdef __AVX512F__
       __m512i s0 = _mm512_setzero_si512(), s1 = s0;
       for (size_t i = t * c; i < t * c + c; i += 128) {

@@ -4,7 +4,9 @@
 // signals it through futexes), and with 16 ranks sharing 2 cores every rank runs one thread while a
 // decode step makes thousands of kernel calls. So a region is only opened when it has threads to use;
 // otherwise the body runs inline, where its worksharing loops are orphaned constructs that OpenMP runs
-// serially. Results never depend on the thread count: each output element has one fixed order.
+// serially (outside any region, they bind to a team of one). Inside a caller's region a worksharing
+// body still opens its own (nested, one-thread) region, or its loops would bind to the caller's team.
+// Results never depend on the thread count: each output element has one fixed order.
 #pragma once
 #include <cstdint>
 
@@ -12,12 +14,10 @@
 
 namespace dsv4::kernels::detail {
 
-inline bool single_threaded() { return omp_get_max_threads() == 1 || omp_in_parallel(); }
-
 // body() on every thread of a region (per-thread setup, then `#pragma omp for` loops inside).
 template <class Body>
 void parallel_region(Body&& body) {
-  if (single_threaded()) return body();
+  if (omp_get_max_threads() == 1 && !omp_in_parallel()) return body();
 #pragma omp parallel
   body();
 }
@@ -25,7 +25,7 @@ void parallel_region(Body&& body) {
 // body(i) for i in [0, n), statically scheduled; worth_it = false keeps a small call inline.
 template <class Body>
 void parallel_for(int64_t n, Body&& body, bool worth_it = true) {
-  if (!worth_it || n <= 1 || single_threaded()) {
+  if (!worth_it || n <= 1 || omp_get_max_threads() == 1 || omp_in_parallel()) {
     for (int64_t i = 0; i < n; ++i) body(i);
     return;
   }

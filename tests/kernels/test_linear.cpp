@@ -24,8 +24,12 @@ void* operator new(std::size_t n) {
   if (void* p = std::malloc(n ? n : 1)) return p;
   throw std::bad_alloc();
 }
+// The replacement pairs malloc with free on purpose; inlined into callers, GCC takes it for a mismatch.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmismatched-new-delete"
 void operator delete(void* p) noexcept { std::free(p); }
 void operator delete(void* p, std::size_t) noexcept { std::free(p); }
+#pragma GCC diagnostic pop
 
 namespace dsv4::kernels {
 namespace {
@@ -241,7 +245,7 @@ TEST(Linear, ThreadCountInvariance) {
   auto run_all = [&](int threads) {
     omp_set_num_threads(threads);
     std::vector<uint32_t> bits;
-    for (int64_t m : {int64_t(1), int64_t(3), mmax}) {
+    for (int64_t m : {int64_t(1), int64_t(3), int64_t(5), int64_t(8), mmax}) {
       std::vector<bf16> y(m * n);
       std::vector<float> yf(m * n);
       auto keep = [&] { for (const bf16 v : y) bits.push_back(v.bits); };
@@ -258,6 +262,31 @@ TEST(Linear, ThreadCountInvariance) {
   omp_set_num_threads(saved);
   EXPECT_EQ(one, two);
   EXPECT_EQ(one, three);
+}
+
+// A kernel called from inside a caller's parallel region (each thread its own call) still computes all of
+// its output: its worksharing loops must not bind to the caller's team.
+TEST(Linear, CalledFromInsideAParallelRegion) {
+  std::mt19937 rng(19);
+  const int64_t n = 200, k = 384;
+  const auto xq = random_e4m3(k, rng), w8 = random_e4m3(n * k, rng);
+  const auto xs = random_pow2(k / 128, rng, -22, 4);
+  const auto ws8 = random_e8m0(((n + 127) / 128) * (k / 128), rng, -14, -4);
+  std::vector<uint8_t> w4(n * k / 2);
+  for (auto& b : w4) b = uint8_t(rng());
+  const auto ws4 = random_e8m0(n * k / 32, rng, -14, 2);
+  const auto xb = random_bf16(k, rng, 1.f, 8), wb = random_bf16(n * k, rng, 0.05f, 8);
+  auto run_all = [&](std::span<bf16> y) {
+    linear_fp8(y.first(n), xq, xs, w8, ws8, 1, n, k);
+    linear_fp4(y.subspan(n, n), xq, xs, w4, ws4, 1, n, k);
+    linear_bf16(y.subspan(2 * n, n), xb, wb, 1, n, k);
+  };
+  std::vector<bf16> want(3 * n), got0(3 * n), got1(3 * n);
+  run_all(want);
+#pragma omp parallel num_threads(2)
+  run_all(omp_get_thread_num() == 0 ? std::span(got0) : std::span(got1));
+  EXPECT_EQ(count_diff(got0, want), 0);
+  EXPECT_EQ(count_diff(got1, want), 0);
 }
 
 // By construction the kernels use only stack scratch; this checks that nothing reaches operator new
