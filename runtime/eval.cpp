@@ -37,8 +37,12 @@ std::vector<int32_t> read_ids(const std::string& path, const char* what) {
 
 // "L03.attn.kv" -> "L3.attn.kv" (the golden dumps' layer names); other names are unchanged.
 std::string golden_name(const std::string& name) {
-  if (name.size() > 4 && name[0] == 'L' && name[3] == '.' && std::isdigit(static_cast<unsigned char>(name[1])))
-    return "L" + std::to_string(std::stoi(name.substr(1, 2))) + name.substr(3);
+  if (name.size() > 4 && name[0] == 'L' && name[3] == '.' && std::isdigit(static_cast<unsigned char>(name[1]))) {
+    std::string g = "L";  // appended piece by piece: GCC 12 warns falsely (-Wrestrict) on "L" + string
+    g += std::to_string(std::stoi(name.substr(1, 2)));
+    g.append(name, 3);
+    return g;
+  }
   return name;
 }
 

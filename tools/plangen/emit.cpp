@@ -43,7 +43,10 @@ std::string banner(const Program& p, const std::string& source) {
 
 std::string shape_str(const std::vector<int64_t>& s) {
   std::string r = "[";
-  for (size_t i = 0; i < s.size(); ++i) r += (i ? "," : "") + std::to_string(s[i]);
+  for (size_t i = 0; i < s.size(); ++i) {
+    if (i) r += ',';
+    r += std::to_string(s[i]);  // appended, not "," + string: GCC 12 warns falsely (-Wrestrict) on that
+  }
   return r + "]";
 }
 
