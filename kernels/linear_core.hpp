@@ -12,6 +12,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 
 #include "kernels/numerics.hpp"
 #include "kernels/parallel.hpp"
@@ -74,15 +75,21 @@ inline constexpr int64_t kGemvMaxK = 8192;  // activations on each thread's stac
 // 2.29 ms vs 2.71 and 2.71 ms; FP4 0.70 and 1.09 ms vs 1.25 and 1.24 ms).
 inline constexpr int64_t kGemvChunkedRows = 8;
 
-// gemv(chunk) for consecutive chunks of at most kGemvRows rows of a; Args has m, n, k, kblocks and the
-// row-major pointers xq [m, k], xs [m, kblocks], y [m, n].
+// gemv(std::integral_constant<int, M>, chunk) for consecutive chunks of M <= kGemvRows rows of a; Args
+// has m, n, k, kblocks and the row-major pointers xq [m, k], xs [m, kblocks], y [m, n].
 template <class Args, class Gemv>
 void gemv_in_row_chunks(const Args& a, Gemv&& gemv) {
+  static_assert(kGemvRows == 4, "the dispatch below covers M = 1..4");
   for (int64_t m0 = 0; m0 < a.m; m0 += kGemvRows) {
     Args c = a;
     c.m = std::min<int64_t>(kGemvRows, a.m - m0);
     c.xq += m0 * a.k, c.xs += m0 * a.kblocks, c.y += m0 * a.n;
-    gemv(c);
+    switch (c.m) {
+      case 1: gemv(std::integral_constant<int, 1>{}, c); break;
+      case 2: gemv(std::integral_constant<int, 2>{}, c); break;
+      case 3: gemv(std::integral_constant<int, 3>{}, c); break;
+      default: gemv(std::integral_constant<int, 4>{}, c); break;
+    }
   }
 }
 

@@ -318,14 +318,7 @@ void fp4_gemv(const Fp4Args& a) {
 
 bool try_fp4_gemv(const Fp4Args& a) {
   if (a.m > detail::kGemvChunkedRows || a.kblocks > kGemvMaxKb) return false;
-  detail::gemv_in_row_chunks(a, [](const Fp4Args& c) {
-    switch (c.m) {
-      case 1: fp4_gemv<1>(c); return;
-      case 2: fp4_gemv<2>(c); return;
-      case 3: fp4_gemv<3>(c); return;
-      default: fp4_gemv<4>(c); return;
-    }
-  });
+  detail::gemv_in_row_chunks(a, [](auto rows, const Fp4Args& c) { fp4_gemv<rows()>(c); });
   return true;
 }
 #else

@@ -293,14 +293,7 @@ void fp8_gemm(const Fp8Args& a) {
 bool fp8_gemv_fits(const Fp8Args& a) { return a.m <= detail::kGemvChunkedRows && a.k <= kGemvMaxK; }
 
 void fp8_gemv_any(const Fp8Args& a) {
-  detail::gemv_in_row_chunks(a, [](const Fp8Args& c) {
-    switch (c.m) {
-      case 1: fp8_gemv<1>(c); return;
-      case 2: fp8_gemv<2>(c); return;
-      case 3: fp8_gemv<3>(c); return;
-      default: fp8_gemv<4>(c); return;
-    }
-  });
+  detail::gemv_in_row_chunks(a, [](auto rows, const Fp8Args& c) { fp8_gemv<rows()>(c); });
 }
 #endif
 
