@@ -69,43 +69,53 @@ struct Codes64 {
 inline Codes64 prepare_codes(__m512i c) {
   return {_mm512_add_epi8(c, c), _mm512_and_si512(c, _mm512_set1_epi8(char(0x80)))};
 }
-inline __mmask64 nan_codes(__m512i c) {  // S.1111.111 ((code << 1) & 0xff == 0xfe), never made by act_quant
-  return _mm512_cmpge_epu8_mask(_mm512_add_epi8(c, c), _mm512_set1_epi8(char(0xfe)));
+// NaN codes S.1111.111 (never made by act_quant) are those whose lo byte is 0xfe; every other lo is smaller.
+inline __mmask64 nan_lo(__m512i lo) { return _mm512_cmpge_epu8_mask(lo, _mm512_set1_epi8(char(0xfe))); }
+inline __mmask64 nan_codes(__m512i c) { return nan_lo(_mm512_add_epi8(c, c)); }
+inline __mmask8 nan_patterns(__m512d p) {  // lanes of decoded patterns that came from NaN codes
+  const __m512i lo_byte = _mm512_set1_epi64(int64_t(0xFEull << 48));
+  return _mm512_cmpeq_epi64_mask(_mm512_and_si512(_mm512_castpd_si512(p), lo_byte), lo_byte);
 }
 inline __m512d decode8(const Codes64& c, __m512i idx) {
   return _mm512_castsi512_pd(_mm512_maskz_permutex2var_epi8(0xC0C0C0C0C0C0C0C0ull, c.lo, idx, c.hi));
 }
-// The streaming form of the same decode: lo and hi interleaved into the 16-bit top patterns (two in-lane
-// unpacks per 64 codes), so that each group of 8 needs one single-source shuffle (no register copy for a
-// destructive two-source shuffle). Codes 16L+8h+i (128-bit lane L) sit in word 8L+i of w[h], so codes
-// 8j..8j+7 are decode8w(w[j % 2], words[j / 2]).
+// The streaming form of the same decode, for the GEMV's weights: lo and hi interleaved into 16-bit words
+// (the top 16 bits of the fp64 patterns) by two in-lane unpacks per 64 codes. A word that already sits at
+// the top of its qword is cut out with an AND, one at the bottom is shifted up: neither is a cross-lane
+// shuffle, which on this class of core competes with the FMAs for the same pipes (an FMA + shuffle pair
+// takes 0.79 cycles, an FMA + shift or AND pair 0.52-0.54). Only the two middle words of each qword take a
+// byte shuffle. So 64 codes cost 2 unpacks, 2 ANDs, 2 shifts and 4 shuffles instead of 2 unpacks and
+// 8 shuffles; the FMAs then see their decoded weights in this order (the activations are decoded to
+// match, gemv_order):
+//   Words64::w[u], u = 0, 1: word i of qword q (q = 0..7, i = 0..3) = code 16(q/2) + 8u + 4(q%2) + i;
+//   decode j = 4u + i gives lane q that code.
 struct Words64 {
   __m512i w[2];
 };
-inline Words64 prepare_words(__m512i c) {
-  const Codes64 cd = prepare_codes(c);
+inline Words64 prepare_words(const Codes64& cd) {
   return {{_mm512_unpacklo_epi8(cd.lo, cd.hi), _mm512_unpackhi_epi8(cd.lo, cd.hi)}};
 }
-inline __m512d decode8w(__m512i w, __m512i idx) {
-  return _mm512_castsi512_pd(_mm512_maskz_permutexvar_epi8(0xC0C0C0C0C0C0C0C0ull, idx, w));
-}
+inline constexpr int gemv_code(int j, int q) { return 16 * (q / 2) + 8 * (j / 4) + 4 * (q % 2) + j % 4; }
 // Shuffle controls: along_k[j] puts codes 8j..8j+7 in lanes 0..7 (lanes along k); across[t] puts codes t,
-// t+8, ..., t+56 in lanes 0..7 (64 codes = 8 rows x 8 k: lanes along the rows).
+// t+8, ..., t+56 in lanes 0..7 (64 codes = 8 rows x 8 k: lanes along the rows); gemv_order[j] puts codes
+// gemv_code(j, 0..7) in lanes 0..7; mid_word[i - 1] moves word i (1 or 2) of each qword to its top.
 struct ShuffleIdx {
-  __m512i along_k[8], across[8];
-  __m512i words[4];  // see Words64
+  __m512i along_k[8], across[8], gemv_order[8];
+  __m512i mid_word[2];
   ShuffleIdx() {
     for (int j = 0; j < 8; ++j) {
-      alignas(64) uint8_t b[3][64] = {};
+      alignas(64) uint8_t b[4][64] = {};
       for (int q = 0; q < 8; ++q) {
-        const int along = 8 * j + q, acr = j + 8 * q, word = 8 * (j % 4) + q;
+        const int along = 8 * j + q, acr = j + 8 * q, gemv = gemv_code(j, q), word = 4 * q + 1 + j % 2;
         b[0][8 * q + 6] = uint8_t(along), b[0][8 * q + 7] = uint8_t(64 | along);
         b[1][8 * q + 6] = uint8_t(acr), b[1][8 * q + 7] = uint8_t(64 | acr);
-        b[2][8 * q + 6] = uint8_t(2 * word), b[2][8 * q + 7] = uint8_t(2 * word + 1);
+        b[2][8 * q + 6] = uint8_t(gemv), b[2][8 * q + 7] = uint8_t(64 | gemv);
+        b[3][8 * q + 6] = uint8_t(2 * word), b[3][8 * q + 7] = uint8_t(2 * word + 1);
       }
       along_k[j] = _mm512_load_si512(b[0]);
       across[j] = _mm512_load_si512(b[1]);
-      if (j < 4) words[j] = _mm512_load_si512(b[2]);
+      gemv_order[j] = _mm512_load_si512(b[2]);
+      if (j < 2) mid_word[j] = _mm512_load_si512(b[3]);
     }
   }
 };
@@ -113,21 +123,32 @@ const ShuffleIdx& shuffle_idx() {
   static const ShuffleIdx t;
   return t;
 }
+// Decode j (0..7) of a Words64: the fp64 patterns of codes gemv_code(j, 0..7). Called with j a constant of
+// an unrolled loop, so that one branch remains.
+inline __m512d decode_word(const Words64& c, int j, const ShuffleIdx& t) {
+  const __m512i w = c.w[j / 4];
+  const int i = j % 4;
+  if (i == 3) return _mm512_castsi512_pd(_mm512_and_si512(w, _mm512_set1_epi64(int64_t(0xFFFFull << 48))));
+  else if (i == 0) return _mm512_castsi512_pd(_mm512_slli_epi64(w, 48));
+  else return _mm512_castsi512_pd(_mm512_maskz_permutexvar_epi8(0xC0C0C0C0C0C0C0C0ull, t.mid_word[i - 1], w));
+}
 // Scales: decode8 gives values times 2^-1016. Both operands get rescaled so that every product is a normal
 // fp64 (then exact): the GEMV keeps its streamed weights as decoded and takes activations times 2^500
 // (products carry 2^-516), the GEMM rescales both operands to their true values.
 inline __m512d rescale(__m512d d, double log2) { return _mm512_scalef_pd(d, _mm512_set1_pd(log2)); }
 inline __m512d nan8() { return _mm512_set1_pd(std::numeric_limits<double>::quiet_NaN()); }
 
-// k activation codes -> values times 2^log2_extra (NaN codes -> NaN).
-void decode_activations(double* out, const uint8_t* x, int64_t k, const ShuffleIdx& t, double log2_extra) {
+// k activation codes -> values times 2^log2_extra (NaN codes -> NaN); out[64b + 8j + q] takes code 64b +
+// (the code order[j] puts in lane q).
+void decode_activations(double* out, const uint8_t* x, int64_t k, const __m512i (&order)[8], double log2_extra) {
   for (int64_t k0 = 0; k0 < k; k0 += 64) {
     const __m512i c = _mm512_loadu_si512(x + k0);
     const Codes64 cd = prepare_codes(c);
-    const __mmask64 nan = nan_codes(c);
+    const bool any_nan = nan_codes(c) != 0;
     for (int j = 0; j < 8; ++j) {
-      __m512d d = rescale(decode8(cd, t.along_k[j]), 1016.0 + log2_extra);
-      if (nan) [[unlikely]] d = _mm512_mask_mov_pd(d, __mmask8(nan >> (8 * j)), nan8());
+      const __m512d p = decode8(cd, order[j]);
+      __m512d d = rescale(p, 1016.0 + log2_extra);
+      if (any_nan) [[unlikely]] d = _mm512_mask_mov_pd(d, nan_patterns(p), nan8());
       _mm512_store_pd(out + k0 + 8 * j, d);
     }
   }
@@ -151,26 +172,31 @@ __attribute__((noinline)) __m512d gemv_block(const uint8_t* const* wr, const uin
                                              const double (*x)[kGemvMaxK], const ShuffleIdx& t, __mmask8& nan_lanes) {
   __m512d part[8];
   for (int i = 0; i < 8; ++i) part[i] = _mm512_setzero_pd();
+  __m512i lo_max = _mm512_setzero_si512();  // NaN check once per block (a byte max is off the FMA pipes)
   for (int h = 0; h < 2; ++h) {
     Words64 c[S];
     for (int r = 0; r < S; ++r) {
       // The next group's 8 rows (8·k contiguous bytes) are fetched 16 lines per block, one per load.
       _mm_prefetch(reinterpret_cast<const char*>(prefetch + (h * S + r) * 64), _MM_HINT_T0);
-      const __m512i raw = _mm512_loadu_si512(wr[r] + k0 + 64 * h);
-      c[r] = prepare_words(raw);
-      if (nan_codes(raw)) [[unlikely]] nan_lanes |= __mmask8(((1u << M) - 1) << (r * M));
+      const Codes64 cd = prepare_codes(_mm512_loadu_si512(wr[r] + k0 + 64 * h));
+      lo_max = _mm512_max_epu8(lo_max, cd.lo);
+      c[r] = prepare_words(cd);
     }
 #pragma GCC unroll 8
-    for (int q = 0; q < 8; ++q) {
+    for (int j = 0; j < 8; ++j) {
       __m512d av[M];
-      for (int mm = 0; mm < M; ++mm) av[mm] = _mm512_load_pd(x[mm] + k0 + 64 * h + 8 * q);
+      for (int mm = 0; mm < M; ++mm) av[mm] = _mm512_load_pd(x[mm] + k0 + 64 * h + 8 * j);
 #pragma GCC unroll 8
       for (int r = 0; r < S; ++r) {
-        const __m512d d = decode8w(c[r].w[q % 2], t.words[q / 2]);
+        const __m512d d = decode_word(c[r], j, t);
         for (int mm = 0; mm < M; ++mm) part[r * M + mm] = _mm512_fmadd_pd(d, av[mm], part[r * M + mm]);
       }
     }
   }
+  if (nan_lo(lo_max)) [[unlikely]]
+    for (int r = 0; r < S; ++r)
+      if (nan_codes(_mm512_loadu_si512(wr[r] + k0)) | nan_codes(_mm512_loadu_si512(wr[r] + k0 + 64)))
+        nan_lanes |= __mmask8(((1u << M) - 1) << (r * M));
   return hsum8(part);
 }
 
@@ -181,7 +207,7 @@ void fp8_gemv(const Fp8Args& a) {
   const int64_t groups = (a.n + 7) / 8;
   detail::parallel_region([&] {
     alignas(64) double x[M][kGemvMaxK];
-    for (int mm = 0; mm < M; ++mm) decode_activations(x[mm], a.xq + mm * a.k, a.k, t, 500.0);
+    for (int mm = 0; mm < M; ++mm) decode_activations(x[mm], a.xq + mm * a.k, a.k, t.gemv_order, 500.0);
 #pragma omp for schedule(static)
     for (int64_t g = 0; g < groups; ++g) {
       const int64_t n0 = 8 * g;
@@ -236,7 +262,7 @@ void fp8_gemm_tile(const Fp8Args& a, int64_t m0, int64_t n0, const ShuffleIdx& t
   for (int64_t kb = 0; kb < a.kblocks; ++kb) {
     for (int i = 0; i < mr; ++i) {
       const int64_t row = m0 + std::min(i, mv - 1);
-      decode_activations(A[i], a.xq + row * a.k + kb * kBlk, kBlk, t, 0.0);
+      decode_activations(A[i], a.xq + row * a.k + kb * kBlk, kBlk, t.along_k, 0.0);
     }
     // Weights: 8 rows x 8 k gathered into one vector, then 8 shuffles give the 8 k-slices (lanes = rows).
     __mmask8 nan_cols[kNt / 8][16] = {};

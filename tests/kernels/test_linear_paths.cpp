@@ -75,18 +75,21 @@ TEST(LinearPaths, Fp8GemvGemmMatchTwinAtFlashK) {
 
 TEST(LinearPaths, Fp8NanCodesPropagate) {
   std::mt19937 rng(103);
-  const int64_t m = 5, n = 8, k = 256;
+  const int64_t m = 12, n = 16, k = 256;
   auto xq = all_finite_e4m3(m * k, rng), w = all_finite_e4m3(n * k, rng);
   const std::vector<float> xs(m * k / 128, 1.f);
   const std::vector<uint8_t> ws(k / 128, 127);
-  w[3 * k + 77] = 0xff;  // weight row 3: NaN
-  xq[2 * k + 200] = 0x7f;  // activation row 2: NaN
-  for (const int64_t rows : {int64_t(1), int64_t(m)}) {
+  // NaN weights in rows 3 and 12 (different K blocks, halves and lanes of the decode), NaN activation
+  // in row 2: GEMV (1..8 rows) and GEMM (12 rows).
+  w[3 * k + 77] = 0xff, w[12 * k + 128 + 42] = 0x7f;
+  xq[2 * k + 200] = 0x7f;
+  for (const int64_t rows : {1, 3, 4, 5, 8, 12}) {
     std::vector<bf16> y(rows * n);
     linear_fp8(y, std::span(xq).first(rows * k), std::span(xs).first(rows * k / 128), w, ws, rows, n, k);
     for (int64_t i = 0; i < rows; ++i)
       for (int64_t j = 0; j < n; ++j)
-        EXPECT_EQ(std::isnan(bf16_to_f32(y[i * n + j])), i == 2 || j == 3) << "rows=" << rows << " " << i << "," << j;
+        EXPECT_EQ(std::isnan(bf16_to_f32(y[i * n + j])), i == 2 || j == 3 || j == 12)
+            << "rows=" << rows << " " << i << "," << j;
   }
 }
 
