@@ -18,12 +18,15 @@
 #if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VBMI__)
 #define DSV4_FP8_SIMD 1
 #include <immintrin.h>
+#elif defined(__AVX2__) && defined(__FMA__)  // AVX2 machines: the GEMV for every row count
+#define DSV4_FP8_AVX2 1
+#include <immintrin.h>
 #endif
 
 namespace dsv4::kernels {
 namespace {
 
-using detail::kBlk;
+using detail::kBlk, detail::kGemvMaxK;
 
 struct Fp8Args {
   int64_t m, n, k, kblocks;
@@ -39,6 +42,11 @@ struct Fp8Args {
 // fp8_gemm per (row, col, block): the exact block dot rounded once to fp32, times Scale_C = sa·sb (fp32),
 // added to the fp32 accumulator.
 inline float fp8_step(float acc, double blk, float sa, float sb) { return acc + float(blk) * (sa * sb); }
+
+// The SIMD GEMVs' decode order (see Words64): in each 64 codes (AVX-512; the first 32, q < 4, for AVX2),
+// the weights of decode j (0..7) land in lane q on code gemv_code(j, q), and the activations are decoded
+// to match. Any order gives the same block sums, which are exact.
+inline constexpr int gemv_code(int j, int q) { return 16 * (q / 2) + 8 * (j / 4) + 4 * (q % 2) + j % 4; }
 
 #ifndef DSV4_FP8_SIMD
 // Portable path: exact block sums in fp64 (products of e4m3 values are exact, and so is every partial sum).
@@ -57,7 +65,130 @@ void fp8_portable(const Fp8Args& a) {
     }
   });
 }
-#else
+#endif
+
+#ifdef DSV4_FP8_AVX2
+// ---- AVX2 (no byte permutes, no mask registers): the GEMV of the AVX-512 path in 4-lane vectors, used
+// for every row count in passes of up to 4 rows. The weight decode is the same: per 32 codes, lo = code << 1
+// and hi = sign interleaved into the top 16 bits of fp64 patterns (two in-lane unpacks), then per qword
+// the top word is cut out with an AND, the bottom one shifted up and the middle two moved by an in-lane
+// byte shuffle. The patterns hold the values times 2^-1016; activations are decoded times 2^500, so the
+// exact block sums carry 2^-516.
+struct Words32 {
+  __m256i w[2], lo;
+};
+inline Words32 prepare_words32(__m256i c) {
+  const __m256i lo = _mm256_add_epi8(c, c), hi = _mm256_and_si256(c, _mm256_set1_epi8(char(0x80)));
+  return {{_mm256_unpacklo_epi8(lo, hi), _mm256_unpackhi_epi8(lo, hi)}, lo};
+}
+// In-lane byte shuffle moving word i (1 or 2) of each qword to its top, zeroing the rest.
+inline __m256i mid_word_ctrl(int i) {
+  alignas(32) int8_t b[32];
+  for (int t = 0; t < 32; ++t) b[t] = t % 8 == 6 ? int8_t(t / 8 % 2 * 8 + 2 * i) : t % 8 == 7 ? int8_t(t / 8 % 2 * 8 + 2 * i + 1) : -128;
+  return _mm256_load_si256(reinterpret_cast<const __m256i*>(b));
+}
+// Decode j (0..7): lanes q = 0..3 get codes gemv_code(j, q). j is a constant of an unrolled loop.
+inline __m256d decode_word32(const Words32& c, int j, const __m256i (&mid)[2]) {
+  const __m256i w = c.w[j / 4];
+  const int i = j % 4;
+  if (i == 3) return _mm256_castsi256_pd(_mm256_and_si256(w, _mm256_set1_epi64x(int64_t(0xFFFFull << 48))));
+  if (i == 0) return _mm256_castsi256_pd(_mm256_slli_epi64(w, 48));
+  return _mm256_castsi256_pd(_mm256_shuffle_epi8(w, mid[i - 1]));
+}
+inline bool has_nan_lo(__m256i lo) {  // NaN codes have lo = 0xfe, every other code less
+  return _mm256_movemask_epi8(_mm256_cmpeq_epi8(lo, _mm256_set1_epi8(char(0xfe)))) != 0;
+}
+// Lane i = the sum of the i-th argument's lanes (exact sums: any order).
+inline __m256d hsum4(__m256d a, __m256d b, __m256d c, __m256d d) {
+  const __m256d ab = _mm256_hadd_pd(a, b), cd = _mm256_hadd_pd(c, d);
+  return _mm256_add_pd(_mm256_permute2f128_pd(ab, cd, 0x20), _mm256_permute2f128_pd(ab, cd, 0x31));
+}
+
+// One K block of S weight rows x M activation rows (S·M <= 4): the exact block sums (times 2^-516) in
+// lanes r·M + mm, and in nan_rows bit r when row r's block holds a NaN code. Two accumulators per pair
+// keep 8 FMA chains in flight for M = 1.
+template <int M, int S>
+__attribute__((noinline)) __m256d gemv_block_avx2(const uint8_t* const* wr, const uint8_t* prefetch, int64_t k0,
+                                                  const double (*x)[kGemvMaxK], const __m256i (&mid)[2], int& nan_rows) {
+  static_assert(S * M <= 4);
+  __m256d part[S * M][2];
+  for (auto& p : part) p[0] = p[1] = _mm256_setzero_pd();
+  __m256i lo_max = _mm256_setzero_si256();
+  for (int c = 0; c < kBlk / 32; ++c)
+    for (int r = 0; r < S; ++r) {
+      // The next group's 4 rows (4·k contiguous bytes) are fetched 8 lines per block.
+      if (c < 2) _mm_prefetch(reinterpret_cast<const char*>(prefetch + (2 * r + c) * 64), _MM_HINT_T0);
+      const Words32 w = prepare_words32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(wr[r] + k0 + 32 * c)));
+      lo_max = _mm256_max_epu8(lo_max, w.lo);
+#pragma GCC unroll 8
+      for (int j = 0; j < 8; ++j) {
+        const __m256d d = decode_word32(w, j, mid);
+        for (int mm = 0; mm < M; ++mm)
+          part[r * M + mm][j % 2] = _mm256_fmadd_pd(d, _mm256_load_pd(x[mm] + k0 + 32 * c + 4 * j), part[r * M + mm][j % 2]);
+      }
+    }
+  if (has_nan_lo(lo_max)) [[unlikely]]
+    for (int r = 0; r < S; ++r)
+      for (int c = 0; c < kBlk / 32; ++c)
+        if (has_nan_lo(prepare_words32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(wr[r] + k0 + 32 * c))).lo))
+          nan_rows |= 1 << r;
+  __m256d v[4];
+  for (int i = 0; i < 4; ++i) v[i] = i < S * M ? _mm256_add_pd(part[i][0], part[i][1]) : _mm256_setzero_pd();
+  return hsum4(v[0], v[1], v[2], v[3]);
+}
+
+template <int M>
+void fp8_gemv_avx2(const Fp8Args& a) {
+  constexpr int S = M == 1 ? 4 : M == 2 ? 2 : 1, G = 4 / S;
+  const int64_t groups = (a.n + 3) / 4;
+  detail::parallel_region([&] {
+    alignas(32) double x[M][kGemvMaxK];
+    for (int mm = 0; mm < M; ++mm)
+      for (int64_t c0 = 0; c0 < a.k; c0 += 32)
+        for (int j = 0; j < 8; ++j)
+          for (int q = 0; q < 4; ++q)
+            x[mm][c0 + 4 * j + q] = double(e4m3_to_f32(a.xq[mm * a.k + c0 + gemv_code(j, q)])) * 0x1p500;
+    const __m256i mid[2] = {mid_word_ctrl(1), mid_word_ctrl(2)};
+#pragma omp for schedule(static)
+    for (int64_t g = 0; g < groups; ++g) {
+      const int64_t n0 = 4 * g;
+      const uint8_t* wr[4];
+      for (int r = 0; r < 4; ++r) wr[r] = a.w + std::min<int64_t>(n0 + r, a.n - 1) * a.k;  // tail: recompute
+      __m128 acc[G];
+      for (int sg = 0; sg < G; ++sg) acc[sg] = _mm_setzero_ps();
+      for (int64_t kb = 0; kb < a.kblocks; ++kb) {
+        alignas(16) float sa[4] = {};
+        for (int i = 0; i < S * M; ++i) sa[i] = a.sa(i % M, kb);
+        const __m128 scale = _mm_mul_ps(_mm_load_ps(sa), _mm_set1_ps(a.sb(n0, kb)));  // Scale_C of lane r·M + mm
+        for (int sg = 0; sg < G; ++sg) {
+          int nan_rows = 0;
+          __m256d blk = _mm256_mul_pd(gemv_block_avx2<M, S>(wr + sg * S, wr[0] + 4 * a.k + (kb * 8 + 2 * sg * S) * 64,
+                                                           kb * kBlk, x, mid, nan_rows),
+                                      _mm256_set1_pd(0x1p516));  // exact: the true block sums
+          if (nan_rows) [[unlikely]] {
+            alignas(32) double b[4];
+            _mm256_store_pd(b, blk);
+            for (int i = 0; i < S * M; ++i)
+              if (nan_rows >> (i / M) & 1) b[i] = std::numeric_limits<double>::quiet_NaN();
+            blk = _mm256_load_pd(b);
+          }
+          acc[sg] = _mm_add_ps(acc[sg], _mm_mul_ps(_mm256_cvtpd_ps(blk), scale));  // fp8_step on 4 lanes
+        }
+      }
+      for (int sg = 0; sg < G; ++sg) {
+        alignas(16) float o[4];
+        _mm_store_ps(o, acc[sg]);
+        for (int i = 0; i < S * M; ++i) {
+          const int64_t row = n0 + sg * S + i / M;
+          if (row < a.n) a.y[(i % M) * a.n + row] = f32_to_bf16(o[i]);  // fp8_gemm: output cast to bf16
+        }
+      }
+    }
+  });
+}
+#endif
+
+#ifdef DSV4_FP8_SIMD
 // ---- e4m3 -> fp64, 8 values per byte shuffle.
 // With byte 7 of an fp64 pattern = the sign and byte 6 = the magnitude code << 1, the fp64 exponent field
 // is the e4m3 exponent field and the top 3 mantissa bits are the e4m3 ones: the pattern holds the code's
@@ -95,7 +226,6 @@ struct Words64 {
 inline Words64 prepare_words(const Codes64& cd) {
   return {{_mm512_unpacklo_epi8(cd.lo, cd.hi), _mm512_unpackhi_epi8(cd.lo, cd.hi)}};
 }
-inline constexpr int gemv_code(int j, int q) { return 16 * (q / 2) + 8 * (j / 4) + 4 * (q % 2) + j % 4; }
 // Shuffle controls: along_k[j] puts codes 8j..8j+7 in lanes 0..7 (lanes along k); across[t] puts codes t,
 // t+8, ..., t+56 in lanes 0..7 (64 codes = 8 rows x 8 k: lanes along the rows); gemv_order[j] puts codes
 // gemv_code(j, 0..7) in lanes 0..7; mid_word[i - 1] moves word i (1 or 2) of each qword to its top.
@@ -162,7 +292,7 @@ inline __m256 fp8_step8(__m256 acc, __m512d blk, __m256 scale) {
 // ---- GEMV (m <= 4; more rows in passes, see kGemvChunkedRows): weights streamed once. A group of 8
 // weight rows is split into sub-groups of S rows so that S·M (weight row, activation row) pairs fill the
 // 8 accumulators; the 8 block sums come out of one horizontal reduction in lane r·M + mm.
-using detail::hsum8, detail::kGemvMaxK;
+using detail::hsum8;
 
 // One K block of S weight rows x M activation rows: the S·M exact block sums (times 2^-516) in lanes
 // r·M + mm. Not inlined: on its own the function keeps its 8 accumulators in registers (inlined into the
@@ -339,6 +469,10 @@ void run(const Fp8Args& a, Path path) {
 #ifdef DSV4_FP8_SIMD
   if (path != Path::Gemm && fp8_gemv_fits(a)) fp8_gemv_any(a);
   else fp8_gemm(a);
+#elif defined(DSV4_FP8_AVX2)
+  (void)path;
+  if (a.k <= kGemvMaxK) detail::gemv_in_row_chunks(a, [](auto rows, const Fp8Args& c) { fp8_gemv_avx2<rows()>(c); });
+  else fp8_portable(a);
 #else
   (void)path;
   fp8_portable(a);
