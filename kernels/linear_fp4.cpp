@@ -15,7 +15,7 @@
 #include "kernels/parallel.hpp"
 #include "kernels/simd.hpp"
 
-#ifdef __AVX512F__
+#if defined(__AVX512F__) || defined(__AVX2__)
 #include <immintrin.h>
 #endif
 
@@ -319,6 +319,126 @@ void fp4_gemv(const Fp4Args& a) {
 bool try_fp4_gemv(const Fp4Args& a) {
   if (a.m > detail::kGemvChunkedRows || a.kblocks > kGemvMaxKb) return false;
   detail::gemv_in_row_chunks(a, [](auto rows, const Fp4Args& c) { fp4_gemv<rows()>(c); });
+  return true;
+}
+#elif defined(__AVX2__)
+// AVX2 GEMV, for every row count in passes of up to 4 rows (no VNNI, no 64-entry byte permutes). As in
+// the AVX-512 GEMV the weight nibble, its sign bit flipped by the activation's sign, is looked up as the
+// signed byte W (a 16-entry in-lane shuffle), and the activation side carries the exponent: A = Ma·2^Ea
+// with Ea = 5c + r (r <= 4) gives per class c the unsigned digit Ma·2^r <= 240 (0 outside the class).
+// vpmaddubsw sums byte pairs of digit × W into int16 (at most 2·240·12 per pair, 4 terms when the even
+// and odd nibbles are added: no saturation), vpmaddwd widens to int32, and the classes are added with
+// their 2^(5c): exact integer sums again, so the bits of the tiles.
+constexpr int64_t kChunkK = 64;  // k per 32-byte weight load
+constexpr int64_t kGemvMaxChunks = detail::kGemvMaxK / kChunkK;
+
+struct Fp4GemvAct2 {  // one activation row, one 64-k chunk; byte j covers k = 2j (even) and 2j+1 (odd)
+  alignas(32) uint8_t dig[3][2][32];  // [class c][even/odd]: Ma·2^r where the element is in class c
+  alignas(32) uint8_t flip[2][32];    // [even/odd]: 8 (the nibble's sign bit) when the activation is negative
+};
+
+void prepare_fp4_gemv_act2(Fp4GemvAct2* out, const uint8_t* x, int64_t chunks) {
+  for (int64_t ch = 0; ch < chunks; ++ch) {
+    std::memset(out[ch].dig, 0, sizeof out[ch].dig);
+    for (int j = 0; j < 32; ++j)
+      for (int h = 0; h < 2; ++h) {
+        const uint8_t code = x[ch * kChunkK + 2 * j + h];
+        const int e = (code >> 3) & 0xf, man = code & 7;
+        const bool nan = (code & 0x7f) == 0x7f;  // NaN codes count as 0, as in the tile path
+        const int ma = nan ? 0 : e == 0 ? man : (8 | man), ea = e == 0 ? 0 : e - 1;
+        out[ch].dig[ea / 5][h][j] = uint8_t(ma << (ea % 5));
+        out[ch].flip[h][j] = (code & 0x80) ? 8 : 0;
+      }
+  }
+}
+
+// e8m0 bytes of 4 rows x 4 sub-blocks (row r's 4 bytes in dword r) -> fp32, sb[h] lane 4·s' + r for
+// sub-block s = 2h + s'.
+inline void e8m0_4x4(__m128i rows, __m256 (&sb)[2]) {
+  const __m128i t = _mm_shuffle_epi8(rows, _mm_setr_epi8(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15));
+  for (int h = 0; h < 2; ++h) {
+    const __m256i b = _mm256_cvtepu8_epi32(h ? _mm_srli_si128(t, 8) : t);
+    __m256i f = _mm256_slli_epi32(b, 23);
+    f = _mm256_blendv_epi8(f, _mm256_set1_epi32(0x00400000), _mm256_cmpeq_epi32(b, _mm256_setzero_si256()));  // 2^-127
+    f = _mm256_blendv_epi8(f, _mm256_set1_epi32(0x7fc00000), _mm256_cmpeq_epi32(b, _mm256_set1_epi32(255)));  // NaN
+    sb[h] = _mm256_castsi256_ps(f);
+  }
+}
+
+template <int M>
+void fp4_gemv_avx2(const Fp4Args& a) {
+  const int64_t chunks = a.k / kChunkK;
+  alignas(32) Fp4GemvAct2 act[M][kGemvMaxChunks];
+  for (int mm = 0; mm < M; ++mm) prepare_fp4_gemv_act2(act[mm], a.xq + mm * a.k, chunks);
+  const int64_t groups = (a.n + 3) / 4, ldw = a.k / 2;
+  detail::parallel_for(groups, [&](int64_t g) {
+    const __m256i tbl = _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(kE2m1Twice.data())));
+    const __m256i nib = _mm256_set1_epi8(0x0f), ones = _mm256_set1_epi16(1);
+    const int64_t n0 = 4 * g;
+    const uint8_t* wr[4];
+    const uint8_t* sr[4];
+    for (int r = 0; r < 4; ++r) {
+      const int64_t row = std::min<int64_t>(n0 + r, a.n - 1);  // tail: recompute the last row
+      wr[r] = a.w + row * ldw;
+      sr[r] = a.ws + row * a.sblocks;
+    }
+    __m128 acc[M];
+    for (int mm = 0; mm < M; ++mm) acc[mm] = _mm_setzero_ps();
+    for (int64_t kb = 0; kb < a.kblocks; ++kb) {
+      uint32_t sbw[4];
+      for (int r = 0; r < 4; ++r) std::memcpy(&sbw[r], sr[r] + kb * 4, 4);  // 4 sub-block scales
+      __m256 sb[2];
+      e8m0_4x4(_mm_loadu_si128(reinterpret_cast<const __m128i*>(sbw)), sb);
+      __m256i lo[4][2], hi[4][2];  // [row][chunk]: the even and odd nibbles
+      for (int r = 0; r < 4; ++r) {
+        // The group after next (4 rows, 4·k/2 contiguous bytes) is fetched one line per row per block.
+        _mm_prefetch(reinterpret_cast<const char*>(wr[0] + 2 * 4 * ldw + (kb * 4 + r) * 64), _MM_HINT_T0);
+        for (int h = 0; h < 2; ++h) {
+          const __m256i b = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wr[r] + kb * 64 + 32 * h));
+          lo[r][h] = _mm256_and_si256(b, nib);
+          hi[r][h] = _mm256_and_si256(_mm256_srli_epi16(b, 4), nib);
+        }
+      }
+      for (int mm = 0; mm < M; ++mm) {
+        const __m256 sa = _mm256_set1_ps(a.xs[mm * a.kblocks + kb]);
+        for (int h = 0; h < 2; ++h) {  // sub-blocks 2h, 2h + 1
+          const Fp4GemvAct2& x = act[mm][2 * kb + h];
+          const __m256i fe = _mm256_load_si256(reinterpret_cast<const __m256i*>(x.flip[0]));
+          const __m256i fo = _mm256_load_si256(reinterpret_cast<const __m256i*>(x.flip[1]));
+          __m256i v[4];
+          for (int r = 0; r < 4; ++r) {
+            const __m256i we = _mm256_shuffle_epi8(tbl, _mm256_xor_si256(lo[r][h], fe));
+            const __m256i wo = _mm256_shuffle_epi8(tbl, _mm256_xor_si256(hi[r][h], fo));
+            __m256i sum = _mm256_setzero_si256();
+            for (int c = 0; c < 3; ++c) {
+              const __m256i d16 = _mm256_add_epi16(
+                  _mm256_maddubs_epi16(_mm256_load_si256(reinterpret_cast<const __m256i*>(x.dig[c][0])), we),
+                  _mm256_maddubs_epi16(_mm256_load_si256(reinterpret_cast<const __m256i*>(x.dig[c][1])), wo));
+              sum = _mm256_add_epi32(sum, _mm256_slli_epi32(_mm256_madd_epi16(d16, ones), 5 * c));
+            }
+            v[r] = sum;  // 128-bit lane s' (sub-block 2h + s') of row r in 4 dwords
+          }
+          const __m256i u = _mm256_hadd_epi32(_mm256_hadd_epi32(v[0], v[1]), _mm256_hadd_epi32(v[2], v[3]));  // lane 4s'+r
+          const __m256 blk = _mm256_mul_ps(_mm256_cvtepi32_ps(u), _mm256_set1_ps(0x1p-10f));  // fp4_gemm: exact
+                                                                                             // sub-block dot -> fp32
+          const __m256 p = _mm256_mul_ps(blk, _mm256_mul_ps(sa, sb[h]));
+          // fp4_gemm: fp32 accumulation in ascending sub-block order
+          acc[mm] = _mm_add_ps(acc[mm], _mm256_castps256_ps128(p));
+          acc[mm] = _mm_add_ps(acc[mm], _mm256_extractf128_ps(p, 1));
+        }
+      }
+    }
+    for (int mm = 0; mm < M; ++mm) {
+      alignas(16) float o[4];
+      _mm_store_ps(o, acc[mm]);
+      for (int r = 0; r < 4 && n0 + r < a.n; ++r) a.y[mm * a.n + n0 + r] = f32_to_bf16(o[r]);  // fp4_gemm: bf16 out
+    }
+  });
+}
+
+bool try_fp4_gemv(const Fp4Args& a) {
+  if (a.k > detail::kGemvMaxK) return false;
+  detail::gemv_in_row_chunks(a, [](auto rows, const Fp4Args& c) { fp4_gemv_avx2<rows()>(c); });
   return true;
 }
 #else
