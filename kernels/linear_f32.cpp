@@ -177,6 +177,92 @@ void gemm_panels(float* y, const float* x, const bf16* w, int64_t m, int64_t n, 
     }
   }
 }
+#elif defined(__AVX2__)
+// AVX2: the same lanes over outputs (8 per vector), one path for every row count. A task owns a panel of
+// 16 outputs; per chunk of k the panel's weights are widened and transposed into an fp32 scratch (L1),
+// which each group of up to 4 activation rows then walks, 2 independent sums per row. Across chunks the
+// partial sums wait in y (an exact fp32 round trip).
+constexpr int64_t kPanel = 16, kChunk = 256, kRowBlock = 256;
+
+// 8x8 fp32 transpose in place: r[i] lane j -> r[j] lane i.
+inline void transpose8(__m256 r[8]) {
+  __m256 a[8], b[8];
+  for (int i = 0; i < 4; ++i) {
+    a[2 * i] = _mm256_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+    a[2 * i + 1] = _mm256_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+  }
+  for (int i = 0; i < 2; ++i) {  // b[4i + c]: rows 4i..4i+3 of columns c and c + 4
+    b[4 * i + 0] = _mm256_shuffle_ps(a[4 * i], a[4 * i + 2], 0x44);
+    b[4 * i + 1] = _mm256_shuffle_ps(a[4 * i], a[4 * i + 2], 0xEE);
+    b[4 * i + 2] = _mm256_shuffle_ps(a[4 * i + 1], a[4 * i + 3], 0x44);
+    b[4 * i + 3] = _mm256_shuffle_ps(a[4 * i + 1], a[4 * i + 3], 0xEE);
+  }
+  for (int c = 0; c < 4; ++c) {
+    r[c] = _mm256_permute2f128_ps(b[c], b[4 + c], 0x20);
+    r[c + 4] = _mm256_permute2f128_ps(b[c], b[4 + c], 0x31);
+  }
+}
+
+// wt[t * 16 + c] = float(w[c][t0 + t]) for the panel's rows c < 16 (w points at row 0), t < kc.
+void stage(float* wt, const bf16* w, int64_t k, int64_t t0, int64_t kc) {
+  int64_t t = 0;
+  for (; t + 8 <= kc; t += 8)
+    for (int h = 0; h < 2; ++h) {
+      __m256 r[8];
+      for (int c = 0; c < 8; ++c) {
+        const bf16* row = w + (8 * h + c) * k + t0 + t;
+        // 16 rows in lockstep at the same page offset defeat the hardware prefetchers (see load_block).
+        if (t % 32 == 0) _mm_prefetch(reinterpret_cast<const char*>(row) + 256, _MM_HINT_T0);
+        const __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i*>(row));
+        r[c] = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(b), 16));
+      }
+      transpose8(r);
+      for (int e = 0; e < 8; ++e) _mm256_store_ps(wt + (t + e) * kPanel + 8 * h, r[e]);
+    }
+  for (; t < kc; ++t)  // the k % 8 tail
+    for (int c = 0; c < kPanel; ++c) wt[t * kPanel + c] = bf16_to_f32(w[c * k + t0 + t]);
+}
+
+// R activation rows over one staged chunk: acc += x * w per k, in order. y, x point at the panel's column
+// and row 0.
+template <int R>
+void steps(float* y, const float* x, const float* wt, int64_t n, int64_t k, int64_t t0, int64_t kc) {
+  __m256 acc[R][2];
+  for (int i = 0; i < R; ++i)
+    for (int h = 0; h < 2; ++h) acc[i][h] = t0 == 0 ? _mm256_setzero_ps() : _mm256_loadu_ps(y + i * n + 8 * h);
+  for (int64_t t = 0; t < kc; ++t) {
+    const __m256 w0 = _mm256_load_ps(wt + t * kPanel), w1 = _mm256_load_ps(wt + t * kPanel + 8);
+    for (int i = 0; i < R; ++i) {
+      const __m256 xb = _mm256_set1_ps(x[i * k + t0 + t]);
+      acc[i][0] = _mm256_add_ps(acc[i][0], _mm256_mul_ps(xb, w0));  // one fp32 rounding each, never an FMA
+      acc[i][1] = _mm256_add_ps(acc[i][1], _mm256_mul_ps(xb, w1));
+    }
+  }
+  for (int i = 0; i < R; ++i)
+    for (int h = 0; h < 2; ++h) _mm256_storeu_ps(y + i * n + 8 * h, acc[i][h]);
+}
+
+// Outputs [j0, j0 + 16) for all m rows. y, x, w are the whole tensors.
+void panel_rows(float* y, const float* x, const bf16* w, int64_t m, int64_t n, int64_t k, int64_t j0) {
+  alignas(32) float wt[kChunk * kPanel];
+  for (int64_t b0 = 0; b0 < m; b0 += kRowBlock) {
+    const int64_t b1 = std::min(m, b0 + kRowBlock);
+    for (int64_t t0 = 0; t0 == 0 || t0 < k; t0 += kChunk) {  // k == 0 still writes the zeros
+      const int64_t kc = std::min(kChunk, k - t0);
+      stage(wt, w + j0 * k, k, t0, kc);
+      for (int64_t i0 = b0; i0 < b1; i0 += 4) {
+        float* yi = y + i0 * n + j0;
+        const float* xi = x + i0 * k;
+        switch (std::min<int64_t>(4, b1 - i0)) {
+          case 1: steps<1>(yi, xi, wt, n, k, t0, kc); break;
+          case 2: steps<2>(yi, xi, wt, n, k, t0, kc); break;
+          case 3: steps<3>(yi, xi, wt, n, k, t0, kc); break;
+          default: steps<4>(yi, xi, wt, n, k, t0, kc); break;
+        }
+      }
+    }
+  }
+}
 #endif
 
 }  // namespace
@@ -196,6 +282,11 @@ void linear_f32(std::span<float> y, std::span<const float> x, std::span<const bf
                          [&](int64_t b) { gemm_panels<P>(y.data(), x.data(), w.data(), m, n, k, b * P * kLanes); });
     if (tasks * P * kLanes < full) gemm_panels<1>(y.data(), x.data(), w.data(), m, n, k, tasks * P * kLanes);
   }
+  seq_block(y.data(), x.data(), w.data(), m, full, n, n, k);
+#elif defined(__AVX2__)
+  const int64_t full = n / kPanel * kPanel;
+  if (m >= 1)
+    detail::parallel_for(full / kPanel, [&](int64_t b) { panel_rows(y.data(), x.data(), w.data(), m, n, k, b * kPanel); });
   seq_block(y.data(), x.data(), w.data(), m, full, n, n, k);
 #else
   detail::parallel_for((n + kLanes - 1) / kLanes, [&](int64_t b) {
