@@ -26,7 +26,7 @@
 #include <random>
 #include <vector>
 
-#ifdef __AVX512F__
+#if defined(__AVX512F__) || defined(__AVX2__)
 #include <immintrin.h>
 #endif
 
@@ -112,37 +112,63 @@ void BM_ReadBandwidth(benchmark::State& st) {
     st.counters["vs_copy"] = benchmark::Counter(double(n) / g_copy_bps[threads], benchmark::Counter::kIsIterationInvariantRate);
 }
 
-// Register-only FMA chains: 16 independent accumulators per thread (covers latency x 2 pipes).
+// Register-only FMA chains: independent accumulators per thread (cover latency x 2 pipes), in the widest
+// vectors the build targets (AVX-512 or AVX2; other builds measure nothing here).
+#if defined(__AVX512F__)
+constexpr int kFmaChains = 16, kVecDoubles = 8;
+#elif defined(__AVX2__) && defined(__FMA__)
+constexpr int kFmaChains = 12, kVecDoubles = 4;  // 16 registers: the chains, x and y
+#else
+constexpr int kFmaChains = 0, kVecDoubles = 0;
+#endif
+template <class V, class Fma, class Sum>
+double fma_chains(V x, V y, V init, Fma fma, Sum sum, int64_t iters) {
+  V acc[kFmaChains > 0 ? kFmaChains : 1];
+  for (auto& a : acc) a = init;
+  for (int64_t i = 0; i < iters; ++i)
+    for (int c = 0; c < kFmaChains; ++c) acc[c] = fma(acc[c], x, y);
+  double s = 0;
+  for (int c = 0; c < kFmaChains; ++c) s += sum(acc[c]);
+  return s;
+}
+
 template <bool F64>
 void BM_FmaPeak(benchmark::State& st) {
   const int threads = set_threads(st, 0);
   const int64_t iters = 1 << 22;
-  const double flops = double(threads) * double(iters) * 16 * (F64 ? 8 : 16) * 2;
+  const double flops = double(threads) * double(iters) * kFmaChains * (F64 ? kVecDoubles : 2 * kVecDoubles) * 2;
   double secs = 0;
   int64_t runs = 0;
   for (auto _ : st) {
     const auto t0 = Clock::now();
 #pragma omp parallel
     {
-#ifdef __AVX512F__
-      if constexpr (F64) {
-        __m512d acc[16], x = _mm512_set1_pd(0.999999), y = _mm512_set1_pd(1e-9);
-        for (auto& a : acc) a = _mm512_set1_pd(omp_get_thread_num());
-        for (int64_t i = 0; i < iters; ++i)
-          for (auto& a : acc) a = _mm512_fmadd_pd(a, x, y);
-        double s = 0;
-        for (auto& a : acc) s += _mm512_reduce_add_pd(a);
-        benchmark::DoNotOptimize(s);
-      } else {
-        __m512 acc[16], x = _mm512_set1_ps(0.999999f), y = _mm512_set1_ps(1e-9f);
-        for (auto& a : acc) a = _mm512_set1_ps(float(omp_get_thread_num()));
-        for (int64_t i = 0; i < iters; ++i)
-          for (auto& a : acc) a = _mm512_fmadd_ps(a, x, y);
-        float s = 0;
-        for (auto& a : acc) s += _mm512_reduce_add_ps(a);
-        benchmark::DoNotOptimize(s);
-      }
+      const double init = omp_get_thread_num();
+      double s = 0;
+#if defined(__AVX512F__)
+      if constexpr (F64)
+        s = fma_chains(_mm512_set1_pd(0.999999), _mm512_set1_pd(1e-9), _mm512_set1_pd(init),
+                       [](__m512d a, __m512d x, __m512d y) { return _mm512_fmadd_pd(a, x, y); },
+                       [](__m512d a) { return _mm512_reduce_add_pd(a); }, iters);
+      else
+        s = fma_chains(_mm512_set1_ps(0.999999f), _mm512_set1_ps(1e-9f), _mm512_set1_ps(float(init)),
+                       [](__m512 a, __m512 x, __m512 y) { return _mm512_fmadd_ps(a, x, y); },
+                       [](__m512 a) { return double(_mm512_reduce_add_ps(a)); }, iters);
+#elif defined(__AVX2__) && defined(__FMA__)
+      auto sum_pd = [](__m256d a) {
+        alignas(32) double v[4];
+        _mm256_store_pd(v, a);
+        return v[0] + v[1] + v[2] + v[3];
+      };
+      if constexpr (F64)
+        s = fma_chains(_mm256_set1_pd(0.999999), _mm256_set1_pd(1e-9), _mm256_set1_pd(init),
+                       [](__m256d a, __m256d x, __m256d y) { return _mm256_fmadd_pd(a, x, y); }, sum_pd, iters);
+      else
+        s = fma_chains(_mm256_set1_ps(0.999999f), _mm256_set1_ps(1e-9f), _mm256_set1_ps(float(init)),
+                       [](__m256 a, __m256 x, __m256 y) { return _mm256_fmadd_ps(a, x, y); },
+                       [&](__m256 a) { return sum_pd(_mm256_cvtps_pd(_mm256_castps256_ps128(a))); }, iters);
 #endif
+      benchmark::DoNotOptimize(s);
     }
     secs += std::chrono::duration<double>(Clock::now() - t0).count();
     ++runs;
