@@ -17,7 +17,7 @@
 #include "kernels/numerics.hpp"
 #include "kernels/parallel.hpp"
 
-#ifdef __AVX512F__
+#if defined(__AVX512F__) || defined(__AVX2__)
 #include <immintrin.h>
 #endif
 
@@ -51,6 +51,17 @@ inline __m512d hsum8(const __m512d v[8]) {
   return _mm512_add_pd(_mm512_shuffle_f64x2(u[0], u[1], 0x88),
                        _mm512_shuffle_f64x2(u[0], u[1], 0xDD));
 }
+#elif defined(__AVX2__) && defined(__FMA__)
+// AVX2 holds the 8 canonical lanes of a block sum in two 4-lane halves (lanes 0-3, 4-7). Lane i of the
+// result = the canonical sum of pair i: ((l0+l1)+(l2+l3))+((l4+l5)+(l6+l7)).
+inline __m256d hsum4x8(const __m256d lo[4], const __m256d hi[4]) {
+  __m256d h[4];
+  for (int i = 0; i < 4; ++i) h[i] = _mm256_hadd_pd(lo[i], hi[i]);  // [l0+l1, l4+l5, l2+l3, l6+l7]
+  // [A0, B0, A1, B1] and [A2, B2, A3, B3]: A = (l0+l1)+(l2+l3), B = (l4+l5)+(l6+l7)
+  const __m256d u01 = _mm256_add_pd(_mm256_permute2f128_pd(h[0], h[1], 0x20), _mm256_permute2f128_pd(h[0], h[1], 0x31));
+  const __m256d u23 = _mm256_add_pd(_mm256_permute2f128_pd(h[2], h[3], 0x20), _mm256_permute2f128_pd(h[2], h[3], 0x31));
+  return _mm256_permute4x64_pd(_mm256_hadd_pd(u01, u23), 0xD8);  // A+B of pairs 0, 2, 1, 3 -> 0..3
+}
 #endif
 
 // ---- the two engines. P (a "problem") supplies:
@@ -60,6 +71,7 @@ inline __m512d hsum8(const __m512d v[8]) {
 //   AVX-512 only: B64 load_b64(int64_t row, int64_t kb, int half) const;  weight elements
 //                 kb*128 + half*64 .. +63 made ready to decode (loaded and pre-shuffled);
 //                 __m512d get_b8(const B64&, int q) const;  elements 8q .. 8q+7 of those 64 as fp64
+//   AVX2 only:    __m256d get_b4(int64_t row, int64_t kb, int e) const;  elements kb*128 + 4e .. +3 as fp64
 //   const char* row_address(int64_t row) const; int64_t row_bytes() const;  weight rows (prefetching)
 //   void store(int64_t row, int64_t col, double acc) const;          final rounding and write
 
@@ -96,7 +108,11 @@ void gemv_in_row_chunks(const Args& a, Gemv&& gemv) {
 template <int M, class P>
 void gemv_engine(const P& p) {
   constexpr int R = 8;                               // weight rows per group
+#if !defined(__AVX512F__) && defined(__AVX2__) && defined(__FMA__)
+  constexpr int S = M == 1 ? 4 : M == 2 ? 2 : 1;     // AVX2: 4 pairs of two half accumulators in 16 registers
+#else
   constexpr int S = M == 1 ? 8 : M == 2 ? 4 : 2;     // weight rows per sub-group
+#endif
   constexpr int G = R / S;                           // sub-groups per group
   const int64_t kblocks = p.k / kBlk, groups = (p.n + R - 1) / R;
   const int64_t pf_lines = R * p.row_bytes() / 64 / kblocks;  // the next group's lines per K block
@@ -133,6 +149,19 @@ void gemv_engine(const P& p) {
             }
           }
           _mm512_store_pd(acc[sg], _mm512_add_pd(_mm512_load_pd(acc[sg]), hsum8(part)));
+#elif defined(__AVX2__) && defined(__FMA__)
+          __m256d lo[4], hi[4];  // canonical lanes 0-3 and 4-7 of pair i = r*M + mm
+          for (int i = 0; i < 4; ++i) lo[i] = hi[i] = _mm256_setzero_pd();
+          for (int q = 0; q < kBlk / 8; ++q)
+            for (int r = 0; r < S; ++r) {
+              const __m256d b0 = p.get_b4(rw[r], kb, 2 * q), b1 = p.get_b4(rw[r], kb, 2 * q + 1);
+              for (int mm = 0; mm < M; ++mm) {
+                const double* x = a[mm] + kb * kBlk + 8 * q;
+                lo[r * M + mm] = _mm256_fmadd_pd(b0, _mm256_load_pd(x), lo[r * M + mm]);
+                hi[r * M + mm] = _mm256_fmadd_pd(b1, _mm256_load_pd(x + 4), hi[r * M + mm]);
+              }
+            }
+          _mm256_store_pd(acc[sg], _mm256_add_pd(_mm256_load_pd(acc[sg]), hsum4x8(lo, hi)));
 #else
           alignas(64) double b[kBlk];
           for (int r = 0; r < S; ++r) {
@@ -189,6 +218,23 @@ void gemm_engine(const P& p) {
             _mm256_store_pd(acc[r0] + j, _mm512_castpd512_pd256(nw));
             _mm256_store_pd(acc[r0 + 1] + j, _mm512_extractf64x4_pd(nw, 1));
           }
+#elif defined(__AVX2__) && defined(__FMA__)
+          for (int ti = 0; ti < 4; ti += 2)  // 2 x 2 pairs per pass: 8 accumulators
+            for (int tj = 0; tj < 4; tj += 2) {
+              __m256d lo[4], hi[4];  // pair 2u + v: row i+ti+u, column j+tj+v
+              for (int t = 0; t < 4; ++t) lo[t] = hi[t] = _mm256_setzero_pd();
+              for (int q = 0; q < kBlk / 8; ++q)
+                for (int u = 0; u < 2; ++u) {
+                  const __m256d a0 = _mm256_load_pd(A[i + ti + u] + 8 * q), a1 = _mm256_load_pd(A[i + ti + u] + 8 * q + 4);
+                  for (int v = 0; v < 2; ++v) {
+                    lo[2 * u + v] = _mm256_fmadd_pd(a0, _mm256_load_pd(B[j + tj + v] + 8 * q), lo[2 * u + v]);
+                    hi[2 * u + v] = _mm256_fmadd_pd(a1, _mm256_load_pd(B[j + tj + v] + 8 * q + 4), hi[2 * u + v]);
+                  }
+                }
+              alignas(32) double blk[4];
+              _mm256_store_pd(blk, hsum4x8(lo, hi));
+              for (int t = 0; t < 4; ++t) acc[i + ti + t / 2][j + tj + t % 2] += blk[t];
+            }
 #else
           for (int ti = 0; ti < 4; ++ti)
             for (int tj = 0; tj < 4; ++tj)

@@ -30,6 +30,15 @@ inline void decode_bf16_128(const bf16* p, double* out) {
     for (int j = 0; j < 8; ++j) _mm512_store_pd(out + 64 * h + 8 * j, d[j]);
   }
 }
+#elif defined(__AVX2__) && defined(__FMA__)
+// 4 bf16 -> fp64 (exact).
+inline __m256d bf16x4_to_f64(const bf16* p) {
+  const __m128i v = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(p));
+  return _mm256_cvtps_pd(_mm_castsi128_ps(_mm_slli_epi32(_mm_cvtepu16_epi32(v), 16)));
+}
+inline void decode_bf16_128(const bf16* p, double* out) {
+  for (int i = 0; i < kBlk; i += 4) _mm256_store_pd(out + i, bf16x4_to_f64(p + i));
+}
 #else
 inline void decode_bf16_128(const bf16* p, double* out) {
   for (int i = 0; i < kBlk; ++i) out[i] = bf16_to_f32(p[i]);
@@ -58,6 +67,8 @@ struct DenseProblem {
     const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(b + 8 * q));
     return _mm512_cvtps_pd(_mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(v), 16)));
   }
+#elif defined(__AVX2__) && defined(__FMA__)
+  __m256d get_b4(int64_t r, int64_t kb, int e) const { return bf16x4_to_f64(w + r * k + kb * kBlk + 4 * e); }
 #endif
   void store(int64_t r, int64_t c, double acc) const {
     y[r * ldy + c] = f64_to_bf16_via_f32(acc);  // bf16 GEMM: exact sum -> fp32 -> bf16

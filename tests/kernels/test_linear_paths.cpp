@@ -93,5 +93,26 @@ TEST(LinearPaths, Fp8NanCodesPropagate) {
   }
 }
 
+// The BF16 block sum's canonical lane tree (linear_core.hpp) decides where fp64 rounds: lanes 0..7 hold
+// 2^53, 2, 1, 2, -2^53, -2, 2, 2. ((l0+l1)+(l2+l3)) = 2^53 + 5 rounds to 2^53 + 4 (ties to even), the other
+// half is exact, so the canonical sum is 6 where the exact sum is 7; pairing the lanes otherwise (e.g. the
+// halves' pairs swapped) gives 7. Every path must give 6.
+TEST(LinearPaths, Bf16BlockSumFollowsTheCanonicalTree) {
+  const int64_t m = 6, n = 8, k = 256;
+  const float lanes[8] = {0x1p53f, 2.f, 1.f, 2.f, -0x1p53f, -2.f, 2.f, 2.f};
+  std::vector<bf16> x(m * k, f32_to_bf16(0.f)), w(n * k, f32_to_bf16(1.f));
+  for (int64_t i = 0; i < m; ++i)
+    for (int l = 0; l < 8; ++l) x[i * k + 128 + l] = f32_to_bf16(lanes[l]);  // the second K block
+  for (const int64_t rows : {1, 2, 3, 4, 6}) {
+    std::vector<bf16> y(rows * n, f32_to_bf16(0.f)), yg(rows * n, f32_to_bf16(0.f));
+    linear_bf16(y, std::span(x).first(rows * k), w, rows, n, k);
+    linear_bf16_gemm(yg, std::span(x).first(rows * k), w, rows, n, k);
+    for (int64_t e = 0; e < rows * n; ++e) {
+      EXPECT_EQ(bf16_to_f32(y[e]), 6.f) << "rows=" << rows << " element " << e;
+      EXPECT_EQ(bf16_to_f32(yg[e]), 6.f) << "gemm rows=" << rows << " element " << e;
+    }
+  }
+}
+
 }  // namespace
 }  // namespace dsv4::kernels
