@@ -225,7 +225,8 @@ void gemm_engine(const P& p) {
               for (int t = 0; t < 4; ++t) lo[t] = hi[t] = _mm256_setzero_pd();
               for (int q = 0; q < kBlk / 8; ++q)
                 for (int u = 0; u < 2; ++u) {
-                  const __m256d a0 = _mm256_load_pd(A[i + ti + u] + 8 * q), a1 = _mm256_load_pd(A[i + ti + u] + 8 * q + 4);
+                  const double* ar = A[i + ti + u] + 8 * q;
+                  const __m256d a0 = _mm256_load_pd(ar), a1 = _mm256_load_pd(ar + 4);
                   for (int v = 0; v < 2; ++v) {
                     lo[2 * u + v] = _mm256_fmadd_pd(a0, _mm256_load_pd(B[j + tj + v] + 8 * q), lo[2 * u + v]);
                     hi[2 * u + v] = _mm256_fmadd_pd(a1, _mm256_load_pd(B[j + tj + v] + 8 * q + 4), hi[2 * u + v]);

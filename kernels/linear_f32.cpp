@@ -286,7 +286,8 @@ void linear_f32(std::span<float> y, std::span<const float> x, std::span<const bf
 #elif defined(__AVX2__)
   const int64_t full = n / kPanel * kPanel;
   if (m >= 1)
-    detail::parallel_for(full / kPanel, [&](int64_t b) { panel_rows(y.data(), x.data(), w.data(), m, n, k, b * kPanel); });
+    detail::parallel_for(full / kPanel,
+                         [&](int64_t b) { panel_rows(y.data(), x.data(), w.data(), m, n, k, b * kPanel); });
   seq_block(y.data(), x.data(), w.data(), m, full, n, n, k);
 #else
   detail::parallel_for((n + kLanes - 1) / kLanes, [&](int64_t b) {

@@ -372,7 +372,8 @@ void fp4_gemv_avx2(const Fp4Args& a) {
   for (int mm = 0; mm < M; ++mm) prepare_fp4_gemv_act2(act[mm], a.xq + mm * a.k, chunks);
   const int64_t groups = (a.n + 3) / 4, ldw = a.k / 2;
   detail::parallel_for(groups, [&](int64_t g) {
-    const __m256i tbl = _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(kE2m1Twice.data())));
+    const __m256i tbl =
+        _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(kE2m1Twice.data())));
     const __m256i nib = _mm256_set1_epi8(0x0f), ones = _mm256_set1_epi16(1);
     const int64_t n0 = 4 * g;
     const uint8_t* wr[4];
@@ -418,7 +419,8 @@ void fp4_gemv_avx2(const Fp4Args& a) {
             }
             v[r] = sum;  // 128-bit lane s' (sub-block 2h + s') of row r in 4 dwords
           }
-          const __m256i u = _mm256_hadd_epi32(_mm256_hadd_epi32(v[0], v[1]), _mm256_hadd_epi32(v[2], v[3]));  // lane 4s'+r
+          // lane 4s' + r
+          const __m256i u = _mm256_hadd_epi32(_mm256_hadd_epi32(v[0], v[1]), _mm256_hadd_epi32(v[2], v[3]));
           const __m256 blk = _mm256_mul_ps(_mm256_cvtepi32_ps(u), _mm256_set1_ps(0x1p-10f));  // fp4_gemm: exact
                                                                                              // sub-block dot -> fp32
           const __m256 p = _mm256_mul_ps(blk, _mm256_mul_ps(sa, sb[h]));

@@ -84,7 +84,10 @@ inline Words32 prepare_words32(__m256i c) {
 // In-lane byte shuffle moving word i (1 or 2) of each qword to its top, zeroing the rest.
 inline __m256i mid_word_ctrl(int i) {
   alignas(32) int8_t b[32];
-  for (int t = 0; t < 32; ++t) b[t] = t % 8 == 6 ? int8_t(t / 8 % 2 * 8 + 2 * i) : t % 8 == 7 ? int8_t(t / 8 % 2 * 8 + 2 * i + 1) : -128;
+  for (int t = 0; t < 32; ++t) {
+    const int src = t / 8 % 2 * 8 + 2 * i;  // word i of this qword, within the 128-bit lane
+    b[t] = t % 8 == 6 ? int8_t(src) : t % 8 == 7 ? int8_t(src + 1) : -128;
+  }
   return _mm256_load_si256(reinterpret_cast<const __m256i*>(b));
 }
 // Decode j (0..7): lanes q = 0..3 get codes gemv_code(j, q). j is a constant of an unrolled loop.
@@ -109,7 +112,8 @@ inline __m256d hsum4(__m256d a, __m256d b, __m256d c, __m256d d) {
 // keep 8 FMA chains in flight for M = 1.
 template <int M, int S>
 __attribute__((noinline)) __m256d gemv_block_avx2(const uint8_t* const* wr, const uint8_t* prefetch, int64_t k0,
-                                                  const double (*x)[kGemvMaxK], const __m256i (&mid)[2], int& nan_rows) {
+                                                  const double (*x)[kGemvMaxK], const __m256i (&mid)[2],
+                                                  int& nan_rows) {
   static_assert(S * M <= 4);
   __m256d part[S * M][2];
   for (auto& p : part) p[0] = p[1] = _mm256_setzero_pd();
@@ -123,8 +127,10 @@ __attribute__((noinline)) __m256d gemv_block_avx2(const uint8_t* const* wr, cons
 #pragma GCC unroll 8
       for (int j = 0; j < 8; ++j) {
         const __m256d d = decode_word32(w, j, mid);
-        for (int mm = 0; mm < M; ++mm)
-          part[r * M + mm][j % 2] = _mm256_fmadd_pd(d, _mm256_load_pd(x[mm] + k0 + 32 * c + 4 * j), part[r * M + mm][j % 2]);
+        for (int mm = 0; mm < M; ++mm) {
+          __m256d& p = part[r * M + mm][j % 2];
+          p = _mm256_fmadd_pd(d, _mm256_load_pd(x[mm] + k0 + 32 * c + 4 * j), p);
+        }
       }
     }
   if (has_nan_lo(lo_max)) [[unlikely]]

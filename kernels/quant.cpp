@@ -82,7 +82,8 @@ inline F floor_log2(F a) {  // a >= 0: the biased exponent field - 127 (0 and su
   return _mm256_cvtepi32_ps(_mm256_sub_epi32(_mm256_srli_epi32(_mm256_castps_si256(a), 23), _mm256_set1_epi32(127)));
 }
 inline F scale2(F a, F e) {  // a·2^e, e integral in [-126, 127]: exact while the result is normal
-  return _mm256_mul_ps(a, _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(e), _mm256_set1_epi32(127)), 23)));
+  const __m256i biased = _mm256_add_epi32(_mm256_cvtps_epi32(e), _mm256_set1_epi32(127));
+  return _mm256_mul_ps(a, _mm256_castsi256_ps(_mm256_slli_epi32(biased, 23)));
 }
 inline F round_ne(F a) { return _mm256_round_ps(a, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
 inline Fi to_int(F a) { return _mm256_cvtps_epi32(a); }
