@@ -26,10 +26,18 @@ namespace {
 constexpr int kBlk = 128;  // activation scale block
 constexpr int kSub = 32;   // weight scale block: the exact-sum unit
 
-// e4m3 magnitude code (0..126) -> A = value·2^9, an integer below 2^18. Code 0x7f (NaN) maps to 0.
-constexpr int e4m3_magnitude(int c) {
+// e4m3 magnitude code (0..127) -> A = value·2^9 = ma·2^ea with ma < 16, ea <= 14: an integer below 2^18.
+// Code 0x7f (NaN) maps to 0.
+struct E4m3Int {
+  int ma, ea;
+};
+constexpr E4m3Int e4m3_split(int c) {
   const int e = c >> 3, man = c & 7;
-  return c == 0x7f ? 0 : e == 0 ? man : (8 | man) << (e - 1);
+  return {c == 0x7f ? 0 : e == 0 ? man : (8 | man), e == 0 ? 0 : e - 1};
+}
+constexpr int e4m3_magnitude(int c) {
+  const E4m3Int s = e4m3_split(c);
+  return s.ma << s.ea;
 }
 constexpr std::array<int8_t, 16> kE2m1Twice = {0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12};
 
@@ -200,6 +208,34 @@ void fp4_tile(const Fp4Args& a, int64_t n0, int64_t m0) {
 }
 #endif
 
+#if defined(__AVX512F__) || defined(__AVX2__)
+// A GEMV group of both SIMD GEMVs: weight rows n0 .. n0+3 (past n: the last row again, recomputed and
+// dropped), their scale bytes per K block, and the output store.
+struct Fp4GemvRows {
+  const Fp4Args& a;
+  int64_t n0;
+  const uint8_t* w[4];
+  const uint8_t* s[4];
+  Fp4GemvRows(const Fp4Args& args, int64_t first) : a(args), n0(first) {
+    for (int r = 0; r < 4; ++r) {
+      const int64_t row = std::min<int64_t>(n0 + r, a.n - 1);
+      w[r] = a.w + row * (a.k / 2);
+      s[r] = a.ws + row * a.sblocks;
+    }
+  }
+  __m128i scale_bytes(int64_t kb) const {  // row r's 4 sub-block scales in dword r
+    uint32_t b[4];
+    for (int r = 0; r < 4; ++r) std::memcpy(&b[r], s[r] + kb * 4, 4);
+    return _mm_loadu_si128(reinterpret_cast<const __m128i*>(b));
+  }
+  void store(int mm, __m128 acc) const {  // activation row mm's 4 outputs
+    alignas(16) float o[4];
+    _mm_store_ps(o, acc);
+    for (int r = 0; r < 4 && n0 + r < a.n; ++r) a.y[mm * a.n + n0 + r] = f32_to_bf16(o[r]);  // fp4_gemm: bf16 out
+  }
+};
+#endif
+
 #if defined(__AVX512F__) && defined(__AVX512VBMI__) && defined(__AVX512VNNI__)
 // GEMV (m <= 4): weights streamed once, 4 rows at a time, nothing stored. The activation side is
 // prepared once per call so that a weight byte needs one table lookup per nibble and the exact
@@ -229,9 +265,7 @@ void prepare_fp4_gemv_act(Fp4GemvAct* out, const uint8_t* x, int64_t kblocks) {
     for (int j = 0; j < 64; ++j)
       for (int h = 0; h < 2; ++h) {
         const uint8_t code = x[kb * kBlk + 2 * j + h];
-        const int e = (code >> 3) & 0xf, man = code & 7;
-        const bool nan = (code & 0x7f) == 0x7f;  // NaN codes count as 0, as in the tile path
-        const int ma = nan ? 0 : e == 0 ? man : (8 | man), ea = e == 0 ? 0 : e - 1;
+        const auto [ma, ea] = e4m3_split(code & 0x7f);  // NaN codes count as 0, as in the tile path
         const int c = ea >= 8, r = ea - 8 * c, ed = std::min(r, 4), ew = r - ed;
         out[kb].dig[c][h][j] = uint8_t(ma << ed);
         out[kb].dig[1 - c][h][j] = 0;
@@ -259,20 +293,12 @@ void fp4_gemv(const Fp4Args& a) {
   detail::parallel_for(groups, [&](int64_t g) {
     const __m512i tbl = _mm512_loadu_si512(kFp4ShiftTable.data());
     const __m512i nib = _mm512_set1_epi8(0x0f);
-    const int64_t n0 = 4 * g;
-    const uint8_t* wr[4];
-    const uint8_t* sr[4];
-    for (int r = 0; r < 4; ++r) {
-      const int64_t row = std::min<int64_t>(n0 + r, a.n - 1);  // tail: recompute the last row
-      wr[r] = a.w + row * ldw;
-      sr[r] = a.ws + row * a.sblocks;
-    }
+    const Fp4GemvRows rows(a, 4 * g);
+    const uint8_t* const* wr = rows.w;
     __m128 acc[M];
     for (int mm = 0; mm < M; ++mm) acc[mm] = _mm_setzero_ps();
     for (int64_t kb = 0; kb < a.kblocks; ++kb) {
-      uint32_t sbw[4];
-      for (int r = 0; r < 4; ++r) std::memcpy(&sbw[r], sr[r] + kb * 4, 4);  // 4 sub-block scales
-      const __m512 sb = e8m0_4x4(_mm_loadu_si128(reinterpret_cast<const __m128i*>(sbw)));
+      const __m512 sb = e8m0_4x4(rows.scale_bytes(kb));
       __m512i b[4], bh[4];
       for (int r = 0; r < 4; ++r) {
         // The group after next (4 rows, 4·k/2 contiguous bytes) is fetched one line per row per block.
@@ -308,11 +334,7 @@ void fp4_gemv(const Fp4Args& a) {
         acc[mm] = _mm_add_ps(acc[mm], _mm512_extractf32x4_ps(p, 3));
       }
     }
-    for (int mm = 0; mm < M; ++mm) {
-      alignas(16) float o[4];
-      _mm_store_ps(o, acc[mm]);
-      for (int r = 0; r < 4 && n0 + r < a.n; ++r) a.y[mm * a.n + n0 + r] = f32_to_bf16(o[r]);  // fp4_gemm: bf16 out
-    }
+    for (int mm = 0; mm < M; ++mm) rows.store(mm, acc[mm]);
   });
 }
 
@@ -343,9 +365,7 @@ void prepare_fp4_gemv_act2(Fp4GemvAct2* out, const uint8_t* x, int64_t chunks) {
     for (int j = 0; j < 32; ++j)
       for (int h = 0; h < 2; ++h) {
         const uint8_t code = x[ch * kChunkK + 2 * j + h];
-        const int e = (code >> 3) & 0xf, man = code & 7;
-        const bool nan = (code & 0x7f) == 0x7f;  // NaN codes count as 0, as in the tile path
-        const int ma = nan ? 0 : e == 0 ? man : (8 | man), ea = e == 0 ? 0 : e - 1;
+        const auto [ma, ea] = e4m3_split(code & 0x7f);  // NaN codes count as 0, as in the tile path
         out[ch].dig[ea / 5][h][j] = uint8_t(ma << (ea % 5));
         out[ch].flip[h][j] = (code & 0x80) ? 8 : 0;
       }
@@ -375,21 +395,13 @@ void fp4_gemv_avx2(const Fp4Args& a) {
     const __m256i tbl =
         _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(kE2m1Twice.data())));
     const __m256i nib = _mm256_set1_epi8(0x0f), ones = _mm256_set1_epi16(1);
-    const int64_t n0 = 4 * g;
-    const uint8_t* wr[4];
-    const uint8_t* sr[4];
-    for (int r = 0; r < 4; ++r) {
-      const int64_t row = std::min<int64_t>(n0 + r, a.n - 1);  // tail: recompute the last row
-      wr[r] = a.w + row * ldw;
-      sr[r] = a.ws + row * a.sblocks;
-    }
+    const Fp4GemvRows rows(a, 4 * g);
+    const uint8_t* const* wr = rows.w;
     __m128 acc[M];
     for (int mm = 0; mm < M; ++mm) acc[mm] = _mm_setzero_ps();
     for (int64_t kb = 0; kb < a.kblocks; ++kb) {
-      uint32_t sbw[4];
-      for (int r = 0; r < 4; ++r) std::memcpy(&sbw[r], sr[r] + kb * 4, 4);  // 4 sub-block scales
       __m256 sb[2];
-      e8m0_4x4(_mm_loadu_si128(reinterpret_cast<const __m128i*>(sbw)), sb);
+      e8m0_4x4(rows.scale_bytes(kb), sb);
       __m256i lo[4][2], hi[4][2];  // [row][chunk]: the even and odd nibbles
       for (int r = 0; r < 4; ++r) {
         // The group after next (4 rows, 4·k/2 contiguous bytes) is fetched one line per row per block.
@@ -430,11 +442,7 @@ void fp4_gemv_avx2(const Fp4Args& a) {
         }
       }
     }
-    for (int mm = 0; mm < M; ++mm) {
-      alignas(16) float o[4];
-      _mm_store_ps(o, acc[mm]);
-      for (int r = 0; r < 4 && n0 + r < a.n; ++r) a.y[mm * a.n + n0 + r] = f32_to_bf16(o[r]);  // fp4_gemm: bf16 out
-    }
+    for (int mm = 0; mm < M; ++mm) rows.store(mm, acc[mm]);
   });
 }
 

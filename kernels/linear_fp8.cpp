@@ -37,6 +37,12 @@ struct Fp8Args {
   bf16* y;            // bf16 [m, n]
   float sa(int64_t row, int64_t kb) const { return xs[row * kblocks + kb]; }
   float sb(int64_t col, int64_t kb) const { return e8m0_to_f32(ws[(col / kBlk) * kblocks + kb]); }
+  // The SIMD GEMVs' output lanes: lane i (< S·M) of a sub-group of S weight rows from row0 is activation
+  // row i % M, weight row row0 + i / M; rows past n are dropped.
+  void store_gemv_lanes(const float* o, int64_t row0, int S, int M) const {
+    for (int i = 0; i < S * M; ++i)
+      if (row0 + i / M < n) y[(i % M) * n + row0 + i / M] = f32_to_bf16(o[i]);  // fp8_gemm: output cast to bf16
+  }
 };
 
 // fp8_gemm per (row, col, block): the exact block dot rounded once to fp32, times Scale_C = sa·sb (fp32),
@@ -184,10 +190,7 @@ void fp8_gemv_avx2(const Fp8Args& a) {
       for (int sg = 0; sg < G; ++sg) {
         alignas(16) float o[4];
         _mm_store_ps(o, acc[sg]);
-        for (int i = 0; i < S * M; ++i) {
-          const int64_t row = n0 + sg * S + i / M;
-          if (row < a.n) a.y[(i % M) * a.n + row] = f32_to_bf16(o[i]);  // fp8_gemm: output cast to bf16
-        }
+        a.store_gemv_lanes(o, n0 + sg * S, S, M);
       }
     }
   });
@@ -369,10 +372,7 @@ void fp8_gemv(const Fp8Args& a) {
       for (int sg = 0; sg < G; ++sg) {
         alignas(32) float o[8];
         _mm256_store_ps(o, acc[sg]);
-        for (int i = 0; i < S * M; ++i) {
-          const int64_t row = n0 + sg * S + i / M;
-          if (row < a.n) a.y[(i % M) * a.n + row] = f32_to_bf16(o[i]);  // fp8_gemm: output cast to bf16
-        }
+        a.store_gemv_lanes(o, n0 + sg * S, S, M);
       }
     }
   });
