@@ -327,6 +327,22 @@ void BM_ActQuant(benchmark::State& st) {
 // {m, n, k} shapes crossed with 1 and 2 threads.
 // Every case, for one thread count. main registers all one-thread cases before any two-thread case:
 // once OpenMP has started its second thread, that idle worker spins on the other core, which slows a
+// wo_a: the grouped bf16 einsum on FP8-stored weights, all 8 groups of n rows (one weight of 8n rows).
+void BM_WoALinear(benchmark::State& st) {
+  constexpr int64_t groups = 8;
+  const int64_t m = st.range(0), n = st.range(1), k = st.range(2), rows = groups * n;
+  const int threads = set_threads(st, 3);
+  const size_t sbytes = size_t((rows + 127) / 128 * (k / 128));
+  Pool p = make_pool(Data::E4m3, size_t(rows * k), sbytes, 120);
+  std::vector<bf16> x(m * groups * k, f32_to_bf16(0.5f)), y(m * rows);
+  for (auto _ : st) {
+    const size_t i = p.next++ % p.w.size();
+    linear_bf16_fp8w_grouped(y, x, p.w[i], p.s[i], m, groups, n, k);
+    benchmark::DoNotOptimize(y.data());
+  }
+  report(st, threads, double(rows * k + int64_t(sbytes)), 2.0 * double(m * rows * k));
+}
+
 // compute-bound single thread by up to a quarter on this machine (and the runtime never has one: a rank
 // runs one thread when ranks share the cores).
 void register_all(int t) {
@@ -349,8 +365,10 @@ void register_all(int t) {
   // FP4 experts: w1/w3 [2048, 4096], w2 [4096, 2048]; decode (1 and 4 rows) and a 128-token slab.
   each(RegisterBenchmark("BM_Fp4Linear", BM_Fp4Linear<>), {{1, 2048, 4096}, {1, 4096, 2048}, {4, 2048, 4096}}, us);
   each(RegisterBenchmark("BM_Fp4Linear", BM_Fp4Linear<>), {{128, 2048, 4096}, {128, 4096, 2048}}, ms);
-  // BF16: wo_a one group [1024, 4096]; FP32: compressor wkv [1024, 4096], head slice [16384, 4096].
+  // BF16 [1024, 4096] (one wo_a group as bf16, as it was stored before); wo_a on its FP8 weight, 8 groups of
+  // [1024, 4096]; FP32: compressor wkv [1024, 4096], head slice [16384, 4096].
   each(RegisterBenchmark("BM_Bf16Linear", BM_Bf16Linear), {{1, 1024, 4096}, {128, 1024, 4096}}, us);
+  each(RegisterBenchmark("BM_WoALinear", BM_WoALinear), {{1, 1024, 4096}, {128, 1024, 4096}}, us);
   each(RegisterBenchmark("BM_F32Linear", BM_F32Linear), {{1, 1024, 4096}, {1, 16384, 4096}, {128, 1024, 4096}}, us);
   if (t != 1) return;
   // Cache-resident GEMV (compute-bound rate, for diagnosis): 1024 x 1024.

@@ -9,7 +9,7 @@
 //  * FP4 (kernel.py fp4_gemm): the same with 32-wide K sub-blocks, sa per 128, sb per (n, 32). An
 //    e2m1 value is an integer times 2^-1 below 12, so a 32-term sub-block sum is an integer times
 //    2^-10 below 2^26.4: computed exactly in int32 (AVX512-VNNI).
-//  * BF16 (weights_proj, the wo_a einsum): products exact in fp64, summed in fp64 in the canonical
+//  * BF16 (weights_proj, the wo_a einsum on its FP8 weight): products exact in fp64, summed in fp64 in the canonical
 //    order of linear_core.hpp, rounded once to bf16. fp64 summation is not exact for arbitrary
 //    exponent spreads: the result is the correctly rounded bf16 unless the exact sum lies within
 //    about k·2^-53·Σ|x·w| of a bf16 rounding midpoint (relative 2^-41 for k = 4096).
@@ -50,10 +50,16 @@ void linear_fp4(std::span<bf16> y, std::span<const uint8_t> xq, std::span<const 
 // BF16 linear (indexer weights_proj). y bf16 [m, n]; x bf16 [m, k]; w bf16 [n, k]. k % 128 == 0.
 void linear_bf16(std::span<bf16> y, std::span<const bf16> x, std::span<const bf16> w,
                  int64_t m, int64_t n, int64_t k);
-// Grouped BF16 linear (attention wo_a einsum "bsgd,grd->bsgr"): y bf16 [m, groups, n];
-// x bf16 [m, groups, k]; w bf16 [groups * n, k] (group g owns rows g*n .. g*n+n-1).
-void linear_bf16_grouped(std::span<bf16> y, std::span<const bf16> x, std::span<const bf16> w,
-                         int64_t m, int64_t groups, int64_t n, int64_t k);
+// Which engine a linear takes: by row count (kAuto), or forced, for tests and benchmarks (GEMV: m <= 4).
+enum class LinearPath { kAuto, kGemv, kGemm };
+
+// Grouped BF16 linear on FP8-stored weights (attention wo_a einsum "bsgd,grd->bsgr"): y bf16 [m, groups, n];
+// x bf16 [m, groups, k]; w e4m3 [groups * n, k] (group g owns rows g*n .. g*n+n-1) with e8m0 block scales
+// ws [ceil(groups * n / 128), k / 128]. The bits of linear_bf16 on the dequantised weight bf16(e4m3 x 2^(s-127))
+// (convert.py's wo_a), given that dequantisation is exact; k % 128 == 0.
+void linear_bf16_fp8w_grouped(std::span<bf16> y, std::span<const bf16> x, std::span<const uint8_t> w,
+                             std::span<const uint8_t> ws, int64_t m, int64_t groups, int64_t n, int64_t k,
+                             LinearPath path = LinearPath::kAuto);
 
 // FP32 linear with bf16-stored weights (compressor wkv/wgate, gate, head), in the reference's order:
 // torch's CPU fp32 F.linear sums each output sequentially over k (checked bit-exactly on the golden gate

@@ -74,12 +74,25 @@ inline __m256d hsum4x8(const __m256d lo[4], const __m256d hi[4]) {
 //   AVX2 only:    __m256d get_b4(int64_t row, int64_t kb, int e) const;  elements kb*128 + 4e .. +3 as fp64
 //   const char* row_address(int64_t row) const; int64_t row_bytes() const;  weight rows (prefetching)
 //   void store(int64_t row, int64_t col, double acc) const;          final rounding and write
+//   optional: double block_scale(int64_t row, int64_t kb) const;  a power of two (or NaN) that the SIMD
+//             GEMVs multiply into each block sum: their get_b8 / get_b4 return the weights divided by it,
+//             while decode_b includes it. Scaling by a power of two commutes with every fp64 rounding of
+//             the block sum (no partial sum comes near the fp64 range limits), so the bits agree.
 
 // GEMV: up to kGemvRows activation rows (k <= kGemvMaxK); weights are decoded on the fly and streamed
 // once. Each thread decodes the activation rows once, then walks groups of 8 weight rows; inside a group,
 // sub-groups of S rows keep S*M <= 8 (row, activation-row) pairs in registers for one 8-way reduction,
 // and the next group's rows (contiguous) are prefetched a slice per K block.
 inline constexpr int64_t kGemvMaxK = 8192;  // activations on each thread's stack: M·k·8 bytes
+
+// The GEMVs' block scales of pairs i = r*M + mm (weight row rows[r]) into out[0..7]; 1 without a scale.
+template <int M, class P>
+void gemv_block_scales(const P& p, const int64_t* rows, int S, int64_t kb, double* out) {
+  for (int i = 0; i < 8; ++i) {
+    if constexpr (requires { p.block_scale(rows[0], kb); }) out[i] = i < S * M ? p.block_scale(rows[i / M], kb) : 1.0;
+    else out[i] = 1.0;
+  }
+}
 
 // The FP8 and FP4 GEMVs also take up to kGemvChunkedRows activation rows, kGemvRows per pass over the
 // weights: a decoded weight then serves at most 4 rows, yet up to 8 rows this beats their GEMMs, whose
@@ -148,7 +161,9 @@ void gemv_engine(const P& p) {
               }
             }
           }
-          _mm512_store_pd(acc[sg], _mm512_add_pd(_mm512_load_pd(acc[sg]), hsum8(part)));
+          alignas(64) double sc[8];
+          gemv_block_scales<M>(p, rw, S, kb, sc);
+          _mm512_store_pd(acc[sg], _mm512_fmadd_pd(hsum8(part), _mm512_load_pd(sc), _mm512_load_pd(acc[sg])));
 #elif defined(__AVX2__) && defined(__FMA__)
           __m256d lo[4], hi[4];  // canonical lanes 0-3 and 4-7 of pair i = r*M + mm
           for (int i = 0; i < 4; ++i) lo[i] = hi[i] = _mm256_setzero_pd();
@@ -161,7 +176,9 @@ void gemv_engine(const P& p) {
                 hi[r * M + mm] = _mm256_fmadd_pd(b1, _mm256_load_pd(x + 4), hi[r * M + mm]);
               }
             }
-          _mm256_store_pd(acc[sg], _mm256_add_pd(_mm256_load_pd(acc[sg]), hsum4x8(lo, hi)));
+          alignas(64) double sc[8];
+          gemv_block_scales<M>(p, rw, S, kb, sc);
+          _mm256_store_pd(acc[sg], _mm256_fmadd_pd(hsum4x8(lo, hi), _mm256_load_pd(sc), _mm256_load_pd(acc[sg])));
 #else
           alignas(64) double b[kBlk];
           for (int r = 0; r < S; ++r) {

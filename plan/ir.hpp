@@ -68,7 +68,7 @@ enum class WeightFile : uint8_t { Replicated = 0, Rank = 1 };
 // One tensor of the converted weight files.
 struct Weight {
   const char* name;         // checkpoint name; experts use the local slot: "layers.3.ffn.experts.{e}.w1.weight" with e = rank's first expert + expert_local
-  DType dtype;              // stored element type (wo_a is stored dequantised as bf16, tid2eid as i32)
+  DType dtype;              // stored element type, as in the checkpoint
   int32_t ndim;             // number of used dims
   int64_t shape[kMaxDims];  // stored shape (vocab shard rows for VocabParallel; packed bytes for FP4_X2)
   int64_t bytes;            // payload bytes
@@ -88,7 +88,7 @@ enum class OpKind : uint8_t {
   ActQuantFp8,      // per-row 128-block FP8 e4m3 quantisation of a GEMM input (kernel.act_quant)
   LinearFp8,        // FP8 weight x FP8 activation, 128x128 block scales, bf16 out
   LinearBf16,       // bf16 x bf16, exact sum rounded once (weights_proj)
-  LinearGroupedBf16,// grouped bf16 einsum (wo_a): o[g] @ wo_a[g]^T
+  LinearGroupedFp8w,// grouped bf16 einsum (wo_a) on FP8-stored weights: o[g] @ dequant(wo_a[g])^T
   LinearF32,        // fp32 x fp32 (compressor wkv/wgate, gate, head)
   QHeadNorm,        // weightless per-head RMS in bf16 steps (Attention.forward step 3)
   Rope,             // interleaved RoPE on the last rope dims at each token's position (or inverse)

@@ -8,8 +8,8 @@
 // All integers little-endian. Layouts stored (documented in README "Converted weights"):
 //   FP8 linears: e4m3 codes [out, in] row-major + e8m0 scale bytes [ceil(out/128), ceil(in/128)];
 //   FP4 experts: official packing, [out, in/2] bytes (low nibble = even k) + e8m0 scale [out, in/32];
-//   wo_a: bf16 [out, in], dequantised (weight x block scale) as convert.py does;
-//   everything else (tid2eid i64 included) exactly as in the checkpoint.
+//   everything else (wo_a's FP8 weight and scale, tid2eid i64) exactly as in the checkpoint. (convert.py
+//   dequantises wo_a to bf16; that is exact, which the converter checks, so the engine keeps the FP8 bytes.)
 #pragma once
 #include <cstdint>
 

@@ -172,11 +172,11 @@ void Executor::run_op(uint32_t i, const StepMeta& meta) {
       k::linear_bf16({bf(op.out[0]), size_t(n * N)}, {bf(op.in[0]), size_t(n * K)}, wbf(op.w[0]), n, N, K);
       break;
     }
-    case OpKind::LinearGroupedBf16: {  // wo_a: o viewed as [n, groups, heads/groups * hd]
+    case OpKind::LinearGroupedFp8w: {  // wo_a: o viewed as [n, groups, heads/groups * hd]
       const auto& w = gen::kWeights[op.w[0]];
       const int64_t G = op.p.dim, N = w.shape[0] / G, K = w.shape[1];
-      k::linear_bf16_grouped({bf(op.out[0]), size_t(n * G * N)}, {bf(op.in[0]), size_t(n * G * K)}, wbf(op.w[0]), n, G,
-                             N, K);
+      k::linear_bf16_fp8w_grouped({bf(op.out[0]), size_t(n * G * N)}, {bf(op.in[0]), size_t(n * G * K)},
+                                  wspan(op.w[0]), wspan(op.w[0] + 1), n, G, N, K);
       break;
     }
     case OpKind::LinearF32: {  // fp32(x) @ fp32(W)^T: compressor wkv / wgate, gate

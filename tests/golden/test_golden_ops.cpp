@@ -229,6 +229,24 @@ TEST(GoldenOps, OInverseRope) {
   expect_exact(tl, "o inverse RoPE");
 }
 
+// wo_a: the grouped bf16 einsum on the checkpoint's FP8 weight and block scales (the engine keeps wo_a in FP8;
+// convert.py's bf16 dequantisation is exact), from the dumped o_inv_rope.
+TEST(GoldenOps, WoA) {
+  constexpr int kGroups = 2;
+  Tally tl;
+  for (const auto& ph : kPhases)
+    for (int L = 0; L < kLayers; ++L) {
+      const std::string pre = "layers." + std::to_string(L) + ".attn.wo_a";
+      const auto w = ckpt().get<uint8_t>(pre + ".weight", "F8_E4M3");
+      const auto ws = ckpt().get<uint8_t>(pre + ".scale", "F8_E8M0");
+      const int64_t k = kHeads * kHeadDim / kGroups, n = int64_t(w.size()) / k / kGroups;
+      std::vector<bf16> z(size_t(ph.s * kGroups * n));
+      kernels::linear_bf16_fp8w_grouped(z, dump_bf16(ph, lname(L, "attn.o_inv_rope")), w, ws, ph.s, kGroups, n, k);
+      compare_bf16(tl, std::string(ph.tag) + " " + lname(L, "attn.wo_a_out"), z, dump_bf16(ph, lname(L, "attn.wo_a_out")));
+    }
+  expect_exact(tl, "wo_a");
+}
+
 TEST(GoldenOps, KvRopeFp8) {
   Tally tl;
   for (const auto& ph : kPhases)

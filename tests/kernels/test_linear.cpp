@@ -212,19 +212,40 @@ TEST(LinearBf16, PathsMatchCanonicalAndExact) {
   }
 }
 
-TEST(LinearBf16, GroupedMatchesPerGroup) {
+// The wo_a einsum on FP8-stored weights equals linear_bf16 on the dequantised weight (what convert.py stores),
+// per group, on every path. Groups of n = 100 rows put GEMV row groups across a 128-row scale block; k = 8320
+// exceeds the GEMV's activation scratch.
+TEST(LinearBf16Fp8w, MatchesBf16OnTheDequantisedWeight) {
   std::mt19937 rng(15);
-  const int64_t m = 6, g = 3, n = 20, k = 256;
-  const auto x = random_bf16(m * g * k, rng, 1.f, 6), w = random_bf16(g * n * k, rng, 0.05f, 6);
-  std::vector<bf16> y(m * g * n);
-  linear_bf16_grouped(y, x, w, m, g, n, k);
-  for (int64_t gi = 0; gi < g; ++gi) {
-    std::vector<bf16> xg(m * k), yg(m * n);
-    for (int64_t i = 0; i < m; ++i)
-      std::copy_n(&x[(i * g + gi) * k], k, &xg[i * k]);
-    linear_bf16(yg, xg, std::span(w).subspan(gi * n * k, n * k), m, n, k);
-    for (int64_t i = 0; i < m; ++i)
-      for (int64_t j = 0; j < n; ++j) ASSERT_EQ(y[(i * g + gi) * n + j].bits, yg[i * n + j].bits);
+  struct Case {
+    int64_t m, g, n, k;
+  };
+  for (const Case c : {Case{1, 3, 100, 384}, {2, 3, 20, 256}, {3, 2, 64, 512}, {4, 3, 100, 384}, {5, 3, 100, 384},
+                       {19, 2, 50, 256}, {2, 1, 9, 8320}}) {
+    const int64_t rows = c.g * c.n, kb = c.k / 128;
+    const auto x = random_bf16(c.m * c.g * c.k, rng, 1.f, 12);
+    const auto w = random_e4m3(rows * c.k, rng);
+    const auto ws = random_e8m0((rows + 127) / 128 * kb, rng, -14, 4);
+    std::vector<bf16> deq(rows * c.k);
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t i = 0; i < c.k; ++i) {
+        const float v = e4m3_to_f32(w[r * c.k + i]) * e8m0_to_f32(ws[r / 128 * kb + i / 128]);
+        deq[r * c.k + i] = f32_to_bf16(v);
+        ASSERT_EQ(bf16_to_f32(deq[r * c.k + i]), v);  // the dequantisation is exact
+      }
+    std::vector<bf16> want(c.m * c.g * c.n);
+    for (int64_t gi = 0; gi < c.g; ++gi) {
+      std::vector<bf16> xg(c.m * c.k), yg(c.m * c.n);
+      for (int64_t i = 0; i < c.m; ++i) std::copy_n(&x[(i * c.g + gi) * c.k], c.k, &xg[i * c.k]);
+      linear_bf16(yg, xg, std::span(deq).subspan(gi * c.n * c.k, c.n * c.k), c.m, c.n, c.k);
+      for (int64_t i = 0; i < c.m; ++i) std::copy_n(&yg[i * c.n], c.n, &want[(i * c.g + gi) * c.n]);
+    }
+    for (const LinearPath path : {LinearPath::kAuto, LinearPath::kGemv, LinearPath::kGemm}) {
+      if (path == LinearPath::kGemv && (c.m > 4 || c.k > 8192)) continue;
+      std::vector<bf16> y(want.size());
+      linear_bf16_fp8w_grouped(y, x, w, ws, c.m, c.g, c.n, c.k, path);
+      EXPECT_EQ(count_diff(y, want), 0) << "m=" << c.m << " n=" << c.n << " k=" << c.k << " path=" << int(path);
+    }
   }
 }
 
@@ -252,6 +273,7 @@ TEST(Linear, ThreadCountInvariance) {
       linear_fp8(y, xq, xs, w8, ws8, m, n, k), keep();
       linear_fp4(y, xq, xs, w4, ws4, m, n, k), keep();
       linear_bf16(y, xb, wb, m, n, k), keep();
+      linear_bf16_fp8w_grouped(y, xb, w8, ws8, m, 1, n, k), keep();
       linear_f32(yf, xf, wb, m, n, k);
       for (const float v : yf) bits.push_back(std::bit_cast<uint32_t>(v));
     }
@@ -306,6 +328,7 @@ TEST(Linear, NoAllocation) {
       linear_fp8(y, xq, xs, w8, ws8, mm, n, k);
       linear_fp4(y, xq, xs, w4, ws4, mm, n, k);
       linear_bf16(y, xb, wb, mm, n, k);
+      linear_bf16_fp8w_grouped(y, xb, w8, ws8, mm, 1, n, k);
       linear_f32(yf, xf, wb, mm, n, k);
     }
   };

@@ -1,5 +1,6 @@
 // kernels/linear_fp4 / linear_fp8: the GEMV paths (m <= 8) against the tiled paths and the scalar twins at
-// FLASH-like K (every e4m3 code, every e2m1 nibble, wide scale ranges), and NaN propagation.
+// FLASH-like K (every e4m3 code, every e2m1 nibble, wide scale ranges), and NaN propagation; the BF16 linears'
+// canonical lane tree.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -93,6 +94,29 @@ TEST(LinearPaths, Fp8NanCodesPropagate) {
   }
 }
 
+// The wo_a kernel on FP8 weights: a NaN weight code or a NaN block scale (0xFF) makes its outputs NaN on every
+// path, as the dequantised bf16 weight would.
+TEST(LinearPaths, Bf16Fp8wNanCodesAndScalesPropagate) {
+  std::mt19937 rng(104);
+  const int64_t m = 6, g = 2, n = 80, k = 256;  // scale blocks: rows 0..127 and 128..159
+  std::normal_distribution<float> nd(0.f, 1.f);
+  std::vector<bf16> x(m * g * k);
+  for (auto& v : x) v = f32_to_bf16(nd(rng));
+  auto w = all_finite_e4m3(g * n * k, rng);
+  std::vector<uint8_t> ws(2 * k / 128, 120);
+  w[3 * k + 77] = 0xff, w[90 * k + 128 + 42] = 0x7f;  // rows 3 and 90 (group 1, row 10)
+  ws[1 * 2 + 1] = 0xff;                               // rows 128..159 (group 1, rows 48..79), K block 1
+  for (const int64_t rows : {1, 3, 4, 6})
+    for (const LinearPath path : {LinearPath::kAuto, LinearPath::kGemm}) {
+      std::vector<bf16> y(rows * g * n);
+      linear_bf16_fp8w_grouped(y, std::span(x).first(rows * g * k), w, ws, rows, g, n, k, path);
+      for (int64_t i = 0; i < rows; ++i)
+        for (int64_t r = 0; r < g * n; ++r)
+          EXPECT_EQ(std::isnan(bf16_to_f32(y[i * g * n + r])), r == 3 || r == 90 || r >= 128)
+              << "rows=" << rows << " path=" << int(path) << " " << i << "," << r;
+    }
+}
+
 // The BF16 block sum's canonical lane tree (linear_core.hpp) decides where fp64 rounds: lanes 0..7 hold
 // 2^53, 2, 1, 2, -2^53, -2, 2, 2. ((l0+l1)+(l2+l3)) = 2^53 + 5 rounds to 2^53 + 4 (ties to even), the other
 // half is exact, so the canonical sum is 6 where the exact sum is 7; pairing the lanes otherwise (e.g. the
@@ -103,6 +127,8 @@ TEST(LinearPaths, Bf16BlockSumFollowsTheCanonicalTree) {
   std::vector<bf16> x(m * k, f32_to_bf16(0.f)), w(n * k, f32_to_bf16(1.f));
   for (int64_t i = 0; i < m; ++i)
     for (int l = 0; l < 8; ++l) x[i * k + 128 + l] = f32_to_bf16(lanes[l]);  // the second K block
+  // The FP8-weight twin (wo_a): weights 1.0 (e4m3 0x38) with block scale 4 (e8m0 129), so every sum is 4x.
+  const std::vector<uint8_t> w8(n * k, 0x38), ws8(k / 128, 129);
   for (const int64_t rows : {1, 2, 3, 4, 6}) {
     std::vector<bf16> y(rows * n, f32_to_bf16(0.f)), yg(rows * n, f32_to_bf16(0.f));
     linear_bf16(y, std::span(x).first(rows * k), w, rows, n, k);
@@ -110,6 +136,11 @@ TEST(LinearPaths, Bf16BlockSumFollowsTheCanonicalTree) {
     for (int64_t e = 0; e < rows * n; ++e) {
       EXPECT_EQ(bf16_to_f32(y[e]), 6.f) << "rows=" << rows << " element " << e;
       EXPECT_EQ(bf16_to_f32(yg[e]), 6.f) << "gemm rows=" << rows << " element " << e;
+    }
+    for (const LinearPath path : {LinearPath::kAuto, LinearPath::kGemm}) {
+      linear_bf16_fp8w_grouped(y, std::span(x).first(rows * k), w8, ws8, rows, 1, n, k, path);
+      for (int64_t e = 0; e < rows * n; ++e)
+        EXPECT_EQ(bf16_to_f32(y[e]), 24.f) << "fp8w rows=" << rows << " path=" << int(path) << " element " << e;
     }
   }
 }

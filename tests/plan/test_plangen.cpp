@@ -87,18 +87,22 @@ TEST(Plangen, FlashLayerKindsAndRouting) {
       EXPECT_EQ(w.name, "layers." + std::to_string(op.layer) + (op.layer < 3 ? ".ffn.gate.tid2eid" : ".ffn.gate.bias"));
     }
   // Each rank holds 256 / 16 experts x 3 matrices x (weight + scale) per layer, and its head shard.
-  int64_t expert_tensors = 0;
+  int64_t expert_tensors = 0, wo_a = 0;
   for (const auto& w : p.weights) {
     if (w.shard == plan::Shard::ExpertParallel) ++expert_tensors;
     if (w.name == "head.weight") {
       EXPECT_EQ(w.shard, plan::Shard::VocabParallel);
       EXPECT_EQ(w.shape[0], 129280 / 16);
     }
-    if (w.name.find("wo_a.weight") != std::string::npos) {
-      EXPECT_EQ(w.dtype, plan::DType::BF16) << w.name;
+    if (w.name.find("wo_a.weight") != std::string::npos) {  // kept in FP8, with its block scale next
+      EXPECT_EQ(w.dtype, plan::DType::F8_E4M3) << w.name;
+      EXPECT_EQ(w.shape[0], 8 * 1024);
+      EXPECT_EQ(w.shape[1], 64 * 512 / 8);
+      EXPECT_EQ((&w + 1)->name, std::string(w.name).substr(0, std::string(w.name).size() - 6) + "scale");
+      ++wo_a;
     }
-    if (w.name.find("wo_a.scale") != std::string::npos) ADD_FAILURE() << "wo_a is dequantised at conversion";
   }
+  EXPECT_EQ(wo_a, 43);
   EXPECT_EQ(expert_tensors, 43 * 16 * 6);
 }
 

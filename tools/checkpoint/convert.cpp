@@ -18,7 +18,6 @@
 #include <set>
 #include <vector>
 
-#include "kernels/numerics.hpp"
 #include "plan/error.hpp"
 #include "plan/weights_file.hpp"
 #include "tools/checkpoint/safetensors.hpp"
@@ -31,15 +30,28 @@ namespace fs = std::filesystem;
 constexpr size_t kChunk = 64u << 20;  // bytes per write of a copied tensor
 
 // How one converted tensor is made from the checkpoint (spec §3 post-processing).
-enum class Transform { Copy, HeadShard, DequantWoA };
+enum class Transform { Copy, HeadShard };
 
 struct Job {
   const plan::Weight* w;
   std::string src;         // checkpoint tensor name
   Transform how;
   const st::Checkpoint::Entry* in;
-  const st::Checkpoint::Entry* scale = nullptr;  // wo_a's block scale
 };
+
+// dsv4 keeps wo_a in FP8 and computes with its exact dequantised value. convert.py's bf16(e4m3 x 2^(s-127)) is
+// that value when every block scale is NaN (0xFF) or lies in [2^-117, 2^119]: 2^-9 (the least e4m3) x 2^-117
+// is bf16's least normal, and 448 x 2^119 is below its largest finite value.
+void check_wo_a_scale(const st::Checkpoint::Entry& e, const std::string& name) {
+  const auto s = e.file->data(*e.info);
+  const int64_t cols = e.info->shape[1];
+  for (size_t i = 0; i < s.size(); ++i)
+    if (s[i] != 0xff && (s[i] < 127 - 117 || s[i] > 127 + 119))
+      throw Error(e.file->path() + ": tensor " + name + " block [" + std::to_string(int64_t(i) / cols) + ", " +
+                  std::to_string(int64_t(i) % cols) + "]: scale 2^" + std::to_string(int(s[i]) - 127) +
+                  " is outside [2^-117, 2^119], where dequantising wo_a to bf16 (as convert.py does) is exact; "
+                  "dsv4 keeps wo_a in FP8 and relies on that");
+}
 
 
 HfDtype source_dtype(plan::DType t) {
@@ -79,15 +91,9 @@ std::vector<Job> plan_jobs(const st::Checkpoint& ck, const WeightsTarget& t, pla
     if (w.shard == plan::Shard::VocabParallel) {
       j.how = Transform::HeadShard;
       shape[0] = t.vocab_size;
-    } else if (j.src.ends_with(".wo_a.weight")) {
-      j.how = Transform::DequantWoA;
-      dt = HfDtype::F8_E4M3;
-      const std::string sname = j.src.substr(0, j.src.size() - 6) + "scale";
-      j.scale = ck.find(sname);
-      expect(j.scale, sname, HfDtype::F8_E8M0, {hf_manifest_detail::ceil_div(shape[0], 128), hf_manifest_detail::ceil_div(shape[1], 128)}, hf_dir,
-             "wo_a block scale, dequantised into bf16 at conversion");
     }
     expect(j.in, j.src, dt, shape, hf_dir, "plan " + t.config_name + " tensor " + w.name);
+    if (j.src.ends_with(".wo_a.scale")) check_wo_a_scale(*j.in, j.src);
     jobs.push_back(j);
   }
   return jobs;
@@ -225,20 +231,8 @@ uint64_t write_tensor(int fd, const std::string& path, uint64_t data_off, const 
       for (int64_t r = g1 - g0; r < w.shape[0]; ++r) emit(zero.data(), zero.size());
       break;
     }
-    case Transform::DequantWoA: {  // convert.py: bf16(fp8 x 2^(s-127)) per 128x128 block (exact)
-      const int64_t out = w.shape[0], in = w.shape[1], sc_cols = hf_manifest_detail::ceil_div(in, 128);
-      const auto sc = j.scale->file->data(*j.scale->info);
-      std::vector<bf16> row(static_cast<size_t>(in));
-      for (int64_t o = 0; o < out; ++o) {
-        for (int64_t i = 0; i < in; ++i)
-          row[i] = f32_to_bf16(e4m3_to_f32(src[o * in + i]) * e8m0_to_f32(sc[(o / 128) * sc_cols + i / 128]));
-        emit(row.data(), row.size() * 2);
-      }
-      break;
-    }
   }
   release(src);
-  if (j.scale) release(j.scale->file->data(*j.scale->info));
   return XXH3_64bits_digest(h);
 }
 
@@ -373,10 +367,7 @@ ConvertSummary convert_checkpoint(const std::string& hf_dir, const std::string& 
   // is named in a warning and skipped.
   std::set<std::string> used;
   auto mark = [&](const std::vector<Job>& js) {
-    for (const Job& j : js) {
-      used.insert(j.src);
-      if (j.scale) used.insert(j.scale->info->name);
-    }
+    for (const Job& j : js) used.insert(j.src);
   };
   mark(rep);
   for (const auto& js : ranks) mark(js);

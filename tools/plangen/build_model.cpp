@@ -187,13 +187,14 @@ void build_attention(Builder& b, const Program& p, const Meta& meta, int L, uint
   b.op(OpKind::WindowWrite, L, P + "attn.window_write", {kv, meta.positions, meta.token_request}, {cache}, {},
        {.dim = int32_t(hd)});
 
-  // 10. inverse RoPE; 11. grouped wo_a (bf16, dequantised at conversion) then wo_b (FP8)
+  // 10. inverse RoPE; 11. grouped wo_a (a bf16 einsum; its weight stays FP8 + block scales, as dequantising
+  // is exact) then wo_b (FP8)
   uint32_t oi = b.step(P + "attn.o_inv_rope", DType::BF16, {T, H, hd});
   b.op(OpKind::Rope, L, P + "attn.o_inv_rope", {o, meta.positions}, {oi}, {},
        {.ratio = int32_t(ratio), .dim = int32_t(hd), .rope_table = rope_table, .flags = plan::kFlagInverse});
   uint32_t za = b.step(P + "attn.wo_a_out", DType::BF16, {T, G, ol});
-  b.op(OpKind::LinearGroupedBf16, L, P + "attn.wo_a", {oi}, {za},
-       {b.weight(W + "wo_a.weight", DType::BF16, {G * ol, H / G * hd}, L)}, {.dim = int32_t(G)});
+  b.op(OpKind::LinearGroupedFp8w, L, P + "attn.wo_a", {oi}, {za}, {b.fp8_weight(W + "wo_a", G * ol, H / G * hd, L)},
+       {.dim = int32_t(G)});
   auto [zq, zs] = b.act_quant(L, P + "attn.wo_a_q", za, T, G * ol);
   attn_out = b.step(P + "attn_out", DType::BF16, {T, D});
   b.op(OpKind::LinearFp8, L, P + "attn.wo_b", {zq, zs}, {attn_out}, {b.fp8_weight(W + "wo_b", D, G * ol, L)});

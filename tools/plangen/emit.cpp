@@ -213,7 +213,7 @@ const char* op_name(plan::OpKind k) {
   switch (k) {
 #define C(x) \
   case K::x: return #x;
-    C(Embed) C(HcExpand) C(HcPre) C(RmsNorm) C(ActQuantFp8) C(LinearFp8) C(LinearBf16) C(LinearGroupedBf16)
+    C(Embed) C(HcExpand) C(HcPre) C(RmsNorm) C(ActQuantFp8) C(LinearFp8) C(LinearBf16) C(LinearGroupedFp8w)
     C(LinearF32) C(QHeadNorm) C(Rope) C(KvFinish) C(KvStage) C(WindowWrite) C(Compressor) C(IndexerQ)
     C(IndexerScale) C(IndexerTopK) C(AttnIndices) C(SparseAttention) C(HcPost) C(GateScores) C(MoeDispatch)
     C(Experts) C(MoeReturn) C(SharedExpert) C(MoeCombine) C(HcHead) C(LogitsRowsGather) C(LmHeadShard)
