@@ -122,10 +122,19 @@ struct Fp8wProblem {
   const char* row_address(int64_t r) const { return reinterpret_cast<const char*>(w + r * k); }
   double block_scale(int64_t r, int64_t kb) const { return e8m0_to_f64(ws[(row0 + r) / kBlk * (k / kBlk) + kb]); }
   void decode_a(int64_t r, int64_t kb, double* out) const { decode_bf16_128(x + r * ldx + kb * kBlk, out); }
-  void decode_b(int64_t r, int64_t kb, double* out) const {
-    const uint8_t* c = w + r * k + kb * kBlk;
+  void decode_b(int64_t r, int64_t kb, double* out) const {  // the SIMD decodes below, times the block scale
     const double s = block_scale(r, kb);
+#ifdef __AVX512F__
+    for (int h = 0; h < 2; ++h) {
+      const B64 b = load_b64(r, kb, h);
+      for (int q = 0; q < 8; ++q) _mm512_store_pd(out + 64 * h + 8 * q, _mm512_mul_pd(get_b8(b, q), _mm512_set1_pd(s)));
+    }
+#elif defined(__AVX2__) && defined(__FMA__)
+    for (int e = 0; e < kBlk / 4; ++e) _mm256_store_pd(out + 4 * e, _mm256_mul_pd(get_b4(r, kb, e), _mm256_set1_pd(s)));
+#else
+    const uint8_t* c = w + r * k + kb * kBlk;
     for (int i = 0; i < kBlk; ++i) out[i] = t->value[c[i]] * s;
+#endif
   }
 #if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VBMI__)
   // The two top bytes of each code's fp64 by a 128-entry table lookup (the sign bit ORed back), then per 8
