@@ -152,7 +152,8 @@ void gemv_engine(const P& p) {
           for (int h = 0; h < 2; ++h) {
             typename P::B64 wb[S];
             for (int r = 0; r < S; ++r) wb[r] = p.load_b64(rw[r], kb, h);
-            for (int q = 0; q < 8; ++q) {
+#pragma GCC unroll 8
+            for (int q = 0; q < 8; ++q) {  // unrolled: get_b8 may pick its decode by q at compile time
               __m512d av[M];
               for (int mm = 0; mm < M; ++mm) av[mm] = _mm512_load_pd(a[mm] + kb * kBlk + h * 64 + q * 8);
               for (int r = 0; r < S; ++r) {

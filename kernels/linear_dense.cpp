@@ -6,6 +6,7 @@
 #include <limits>
 #include <type_traits>
 
+#include "kernels/e4m3_decode.hpp"
 #include "kernels/exact.hpp"  // f64_to_bf16: one rounding of an fp64 value
 #include "kernels/linear.hpp"
 #include "kernels/linear_core.hpp"
@@ -80,34 +81,64 @@ struct DenseProblem {
 
 using Bf16Problem = DenseProblem<bf16, bf16>;
 
-// e4m3 code -> its value as fp64 (NaN codes -> NaN); and, for the byte-shuffle decode, the two top bytes of
-// that fp64 for the 128 non-negative codes (an e4m3 value has 4 significant bits, so the other 6 bytes are
-// zero; e4m3 subnormals are fp64 normals).
-struct E4m3F64 {
+// The FP8-weight problem computes in a scaled domain so that the AVX-512 weight decode can be a few shifts,
+// ANDs and byte shuffles: a decoded weight is its e4m3 value times 2^-1016 (the code's bits placed in the top
+// of an fp64: e4m3 subnormals become fp64 subnormals of the same scale), an activation is its bf16 value times
+// 2^500, and each block sum is multiplied by 2^(516 + e) for the block scale 2^e. Every product is then a
+// normal fp64 (|x| >= 2^-133, |w| >= 2^-9 give >= 2^-658; at most 2^128 * 448 * 2^-516) and exact, so every
+// fp64 rounding of the canonical sum happens at the same relative place as on the true values: the same bits.
+inline constexpr double kWeightScale = 0x1p-1016, kActScale = 0x1p500;
+inline constexpr int kBlockScaleLog2 = 516;  // = 1016 - 500
+
+// e4m3 code -> value x 2^-1016 (NaN codes -> NaN), for the gathers of the AVX2 and portable decodes.
+struct E4m3Scaled {
   alignas(64) double value[256];
-  alignas(64) uint8_t byte6[128], byte7[128];
 };
-const E4m3F64& e4m3_f64() {
-  static const E4m3F64 t = [] {
-    E4m3F64 r{};
-    for (int c = 0; c < 256; ++c) r.value[c] = e4m3_to_f32(uint8_t(c));
-    for (int c = 0; c < 128; ++c) {
-      const uint64_t b = std::bit_cast<uint64_t>(r.value[c]);
-      r.byte6[c] = uint8_t(b >> 48), r.byte7[c] = uint8_t(b >> 56);
-    }
+const E4m3Scaled& e4m3_scaled() {
+  static const E4m3Scaled t = [] {
+    E4m3Scaled r{};
+    for (int c = 0; c < 256; ++c) r.value[c] = double(e4m3_to_f32(uint8_t(c))) * kWeightScale;
     return r;
   }();
   return t;
 }
 
-// e8m0 byte -> 2^(b-127) as fp64 (0xFF is NaN).
-inline double e8m0_to_f64(uint8_t b) {
-  return b == 0xff ? std::numeric_limits<double>::quiet_NaN() : std::bit_cast<double>(uint64_t(b + 1023 - 127) << 52);
+// Whether 128 e4m3 codes hold a NaN code (S.1111.111). The SIMD decodes turn those into finite values, so
+// the block's scale becomes NaN instead: the outputs it reaches are NaN either way.
+inline bool has_nan_code(const uint8_t* p) {
+#if defined(__AVX512BW__)
+  const __m512i m = _mm512_set1_epi8(0x7f);
+  return (_mm512_cmpeq_epi8_mask(_mm512_and_si512(_mm512_loadu_si512(p), m), m) |
+          _mm512_cmpeq_epi8_mask(_mm512_and_si512(_mm512_loadu_si512(p + 64), m), m)) != 0;
+#else
+  bool nan = false;
+  for (int i = 0; i < kBlk; ++i) nan |= (p[i] & 0x7f) == 0x7f;
+  return nan;
+#endif
 }
+
+#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VBMI__)
+// The AVX-512 decode streams the weights as the FP8 GEMV does (e4m3_decode.hpp). Its order puts code
+// gemv_code(j, l) in lane l of decode j; one byte permute of each 64 codes first makes that code 8j + l, the
+// natural order that the canonical lanes need.
+struct Fp8wShuffles {
+  __m512i order, mid_word[2] = {detail::mid_word_ctrl(1), detail::mid_word_ctrl(2)};
+  Fp8wShuffles() {
+    alignas(64) uint8_t b[64];
+    for (int j = 0; j < 8; ++j)
+      for (int l = 0; l < 8; ++l) b[detail::gemv_code(j, l)] = uint8_t(8 * j + l);
+    order = _mm512_load_si512(b);
+  }
+};
+const Fp8wShuffles& fp8w_shuffles() {
+  static const Fp8wShuffles t;
+  return t;
+}
+#endif
 
 // bf16 activations x FP8 weights with 128x128 e8m0 block scales, in the BF16 linear's numerics: the weight is
 // its dequantised value e4m3 x 2^(s-127), exact in fp64 (and in bf16, which the converter checks), so this is
-// Bf16Problem on the dequantised weight, without storing it at twice the bytes.
+// Bf16Problem on the dequantised weight, without storing it at twice the bytes. Values are scaled (above).
 struct Fp8wProblem {
   int64_t m, n, k;
   const bf16* x;        // [m, k], row stride ldx
@@ -117,12 +148,23 @@ struct Fp8wProblem {
   int64_t row0;         // row of w[0] in the whole weight (a group's first row)
   bf16* y;              // [m, n], row stride ldy
   int64_t ldy;
-  const E4m3F64* t = &e4m3_f64();
+  const E4m3Scaled* t = &e4m3_scaled();
+#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VBMI__)
+  const Fp8wShuffles* sh = &fp8w_shuffles();
+#endif
   int64_t row_bytes() const { return k; }
   const char* row_address(int64_t r) const { return reinterpret_cast<const char*>(w + r * k); }
-  double block_scale(int64_t r, int64_t kb) const { return e8m0_to_f64(ws[(row0 + r) / kBlk * (k / kBlk) + kb]); }
-  void decode_a(int64_t r, int64_t kb, double* out) const { decode_bf16_128(x + r * ldx + kb * kBlk, out); }
-  void decode_b(int64_t r, int64_t kb, double* out) const {  // the SIMD decodes below, times the block scale
+  // 2^(516 + s - 127), or NaN for the scale byte 0xFF or a NaN code in the block.
+  double block_scale(int64_t r, int64_t kb) const {
+    const uint8_t s = ws[(row0 + r) / kBlk * (k / kBlk) + kb];
+    if (s == 0xff || has_nan_code(w + r * k + kb * kBlk)) return std::numeric_limits<double>::quiet_NaN();
+    return std::bit_cast<double>(uint64_t(s - 127 + kBlockScaleLog2 + 1023) << 52);
+  }
+  void decode_a(int64_t r, int64_t kb, double* out) const {
+    decode_bf16_128(x + r * ldx + kb * kBlk, out);
+    for (int i = 0; i < kBlk; ++i) out[i] *= kActScale;
+  }
+  void decode_b(int64_t r, int64_t kb, double* out) const {  // the decodes below, times the block scale
     const double s = block_scale(r, kb);
 #ifdef __AVX512F__
     for (int h = 0; h < 2; ++h) {
@@ -137,25 +179,12 @@ struct Fp8wProblem {
 #endif
   }
 #if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VBMI__)
-  // The two top bytes of each code's fp64 by a 128-entry table lookup (the sign bit ORed back), then per 8
-  // codes one byte shuffle into the top of 8 qwords: natural order, as the canonical lanes need.
-  struct B64 {
-    __m512i b6, b7;
-  };
+  using B64 = detail::Words64;
   B64 load_b64(int64_t r, int64_t kb, int h) const {
     const __m512i c = _mm512_loadu_si512(w + r * k + kb * kBlk + 64 * h);
-    const auto tab = [](const uint8_t* p, __m512i i) {
-      return _mm512_permutex2var_epi8(_mm512_load_si512(p), i, _mm512_load_si512(p + 64));
-    };
-    return {tab(t->byte6, c),
-            _mm512_or_si512(tab(t->byte7, c), _mm512_and_si512(c, _mm512_set1_epi8(char(0x80))))};
+    return detail::prepare_words(detail::prepare_codes(_mm512_permutexvar_epi8(sh->order, c)));
   }
-  static __m512d get_b8(const B64& b, int q) {
-    // Qword l takes byte 8q + l of b6 into its byte 6 and of b7 (indices 64..127) into its byte 7.
-    const __m512i base = _mm512_set_epi64(0x4707, 0x4606, 0x4505, 0x4404, 0x4303, 0x4202, 0x4101, 0x4000);
-    const __m512i idx = _mm512_slli_epi64(_mm512_add_epi64(base, _mm512_set1_epi64(0x101 * 8 * q)), 48);
-    return _mm512_castsi512_pd(_mm512_maskz_permutex2var_epi8(0xC0C0C0C0C0C0C0C0ull, b.b6, idx, b.b7));
-  }
+  __m512d get_b8(const B64& b, int q) const { return detail::decode_word(b, q, sh->mid_word); }
 #elif defined(__AVX512F__)
   using B64 = const uint8_t*;
   B64 load_b64(int64_t r, int64_t kb, int h) const { return w + r * k + kb * kBlk + 64 * h; }

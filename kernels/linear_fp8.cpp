@@ -10,6 +10,7 @@
 #include <cassert>
 #include <limits>
 
+#include "kernels/e4m3_decode.hpp"
 #include "kernels/linear.hpp"
 #include "kernels/linear_core.hpp"
 #include "kernels/parallel.hpp"
@@ -49,10 +50,9 @@ struct Fp8Args {
 // added to the fp32 accumulator.
 inline float fp8_step(float acc, double blk, float sa, float sb) { return acc + float(blk) * (sa * sb); }
 
-// The SIMD GEMVs' decode order (see Words64): in each 64 codes (AVX-512; the first 32, q < 4, for AVX2),
-// the weights of decode j (0..7) land in lane q on code gemv_code(j, q), and the activations are decoded
-// to match. Any order gives the same block sums, which are exact.
-inline constexpr int gemv_code(int j, int q) { return 16 * (q / 2) + 8 * (j / 4) + 4 * (q % 2) + j % 4; }
+// The SIMD GEMVs decode their weights in the stream order of e4m3_decode.hpp (gemv_code; for AVX2 the first
+// 32 codes of it, q < 4) and the activations to match. Any order gives the same block sums, which are exact.
+using detail::gemv_code;
 
 #ifndef DSV4_FP8_SIMD
 // Portable path: exact block sums in fp64 (products of e4m3 values are exact, and so is every partial sum).
@@ -198,17 +198,9 @@ void fp8_gemv_avx2(const Fp8Args& a) {
 #endif
 
 #ifdef DSV4_FP8_SIMD
-// ---- e4m3 -> fp64, 8 values per byte shuffle.
-// With byte 7 of an fp64 pattern = the sign and byte 6 = the magnitude code << 1, the fp64 exponent field
-// is the e4m3 exponent field and the top 3 mantissa bits are the e4m3 ones: the pattern holds the code's
-// value times 2^-1016 exactly (subnormal codes land on fp64 subnormals with the same scale). One masked
-// two-source byte shuffle builds 8 such patterns from 64 prepared codes (lo = code << 1, hi = sign).
-struct Codes64 {
-  __m512i lo, hi;
-};
-inline Codes64 prepare_codes(__m512i c) {
-  return {_mm512_add_epi8(c, c), _mm512_and_si512(c, _mm512_set1_epi8(char(0x80)))};
-}
+// ---- e4m3 -> fp64 (the patterns of e4m3_decode.hpp). One masked two-source byte shuffle builds 8 patterns
+// from 64 prepared codes in any order; the GEMV's weights take the stream decode (Words64).
+using detail::Codes64, detail::prepare_codes, detail::Words64, detail::prepare_words, detail::decode_word;
 // NaN codes S.1111.111 (never made by act_quant) are those whose lo byte is 0xfe; every other lo is smaller.
 inline __mmask64 nan_lo(__m512i lo) { return _mm512_cmpge_epu8_mask(lo, _mm512_set1_epi8(char(0xfe))); }
 inline __mmask64 nan_codes(__m512i c) { return nan_lo(_mm512_add_epi8(c, c)); }
@@ -219,57 +211,30 @@ inline __mmask8 nan_patterns(__m512d p) {  // lanes of decoded patterns that cam
 inline __m512d decode8(const Codes64& c, __m512i idx) {
   return _mm512_castsi512_pd(_mm512_maskz_permutex2var_epi8(0xC0C0C0C0C0C0C0C0ull, c.lo, idx, c.hi));
 }
-// The streaming form of the same decode, for the GEMV's weights: lo and hi interleaved into 16-bit words
-// (the top 16 bits of the fp64 patterns) by two in-lane unpacks per 64 codes. A word that already sits at
-// the top of its qword is cut out with an AND, one at the bottom is shifted up: neither is a cross-lane
-// shuffle, which on this class of core competes with the FMAs for the same pipes (an FMA + shuffle pair
-// takes 0.79 cycles, an FMA + shift or AND pair 0.52-0.54). Only the two middle words of each qword take a
-// byte shuffle. So 64 codes cost 2 unpacks, 2 ANDs, 2 shifts and 4 shuffles instead of 2 unpacks and
-// 8 shuffles; the FMAs then see their decoded weights in this order (the activations are decoded to
-// match, gemv_order):
-//   Words64::w[u], u = 0, 1: word i of qword q (q = 0..7, i = 0..3) = code 16(q/2) + 8u + 4(q%2) + i;
-//   decode j = 4u + i gives lane q that code.
-struct Words64 {
-  __m512i w[2];
-};
-inline Words64 prepare_words(const Codes64& cd) {
-  return {{_mm512_unpacklo_epi8(cd.lo, cd.hi), _mm512_unpackhi_epi8(cd.lo, cd.hi)}};
-}
 // Shuffle controls: along_k[j] puts codes 8j..8j+7 in lanes 0..7 (lanes along k); across[t] puts codes t,
 // t+8, ..., t+56 in lanes 0..7 (64 codes = 8 rows x 8 k: lanes along the rows); gemv_order[j] puts codes
-// gemv_code(j, 0..7) in lanes 0..7; mid_word[i - 1] moves word i (1 or 2) of each qword to its top.
+// gemv_code(j, 0..7) in lanes 0..7; mid_word serves decode_word.
 struct ShuffleIdx {
   __m512i along_k[8], across[8], gemv_order[8];
-  __m512i mid_word[2];
+  __m512i mid_word[2] = {detail::mid_word_ctrl(1), detail::mid_word_ctrl(2)};
   ShuffleIdx() {
     for (int j = 0; j < 8; ++j) {
-      alignas(64) uint8_t b[4][64] = {};
+      alignas(64) uint8_t b[3][64] = {};
       for (int q = 0; q < 8; ++q) {
-        const int along = 8 * j + q, acr = j + 8 * q, gemv = gemv_code(j, q), word = 4 * q + 1 + j % 2;
+        const int along = 8 * j + q, acr = j + 8 * q, gemv = gemv_code(j, q);
         b[0][8 * q + 6] = uint8_t(along), b[0][8 * q + 7] = uint8_t(64 | along);
         b[1][8 * q + 6] = uint8_t(acr), b[1][8 * q + 7] = uint8_t(64 | acr);
         b[2][8 * q + 6] = uint8_t(gemv), b[2][8 * q + 7] = uint8_t(64 | gemv);
-        b[3][8 * q + 6] = uint8_t(2 * word), b[3][8 * q + 7] = uint8_t(2 * word + 1);
       }
       along_k[j] = _mm512_load_si512(b[0]);
       across[j] = _mm512_load_si512(b[1]);
       gemv_order[j] = _mm512_load_si512(b[2]);
-      if (j < 2) mid_word[j] = _mm512_load_si512(b[3]);
     }
   }
 };
 const ShuffleIdx& shuffle_idx() {
   static const ShuffleIdx t;
   return t;
-}
-// Decode j (0..7) of a Words64: the fp64 patterns of codes gemv_code(j, 0..7). Called with j a constant of
-// an unrolled loop, so that one branch remains.
-inline __m512d decode_word(const Words64& c, int j, const ShuffleIdx& t) {
-  const __m512i w = c.w[j / 4];
-  const int i = j % 4;
-  if (i == 3) return _mm512_castsi512_pd(_mm512_and_si512(w, _mm512_set1_epi64(int64_t(0xFFFFull << 48))));
-  else if (i == 0) return _mm512_castsi512_pd(_mm512_slli_epi64(w, 48));
-  else return _mm512_castsi512_pd(_mm512_maskz_permutexvar_epi8(0xC0C0C0C0C0C0C0C0ull, t.mid_word[i - 1], w));
 }
 // Scales: decode8 gives values times 2^-1016. Both operands get rescaled so that every product is a normal
 // fp64 (then exact): the GEMV keeps its streamed weights as decoded and takes activations times 2^500
@@ -327,7 +292,7 @@ __attribute__((noinline)) __m512d gemv_block(const uint8_t* const* wr, const uin
       for (int mm = 0; mm < M; ++mm) av[mm] = _mm512_load_pd(x[mm] + k0 + 64 * h + 8 * j);
 #pragma GCC unroll 8
       for (int r = 0; r < S; ++r) {
-        const __m512d d = decode_word(c[r], j, t);
+        const __m512d d = decode_word(c[r], j, t.mid_word);
         for (int mm = 0; mm < M; ++mm) part[r * M + mm] = _mm512_fmadd_pd(d, av[mm], part[r * M + mm]);
       }
     }
