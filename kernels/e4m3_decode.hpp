@@ -1,5 +1,5 @@
-// Internal to kernels/linear_*.cpp: the AVX-512 e4m3 -> fp64 stream decode of weight rows, shared by the FP8
-// GEMV (linear_fp8.cpp) and the FP8-weight BF16 linear (wo_a, linear_dense.cpp). Not a public header.
+// Internal to kernels/linear_*.cpp: the AVX-512 and AVX2 e4m3 -> fp64 stream decodes of weight rows, shared by
+// the FP8 GEMVs (linear_fp8.cpp) and the FP8-weight BF16 linear (wo_a, linear_dense.cpp). Not a public header.
 //
 // With byte 7 of an fp64 pattern = the sign and byte 6 = the magnitude code << 1, the fp64 exponent field
 // is the e4m3 exponent field and the top 3 mantissa bits are the e4m3 ones: the pattern holds the code's
@@ -10,16 +10,18 @@
 namespace dsv4::kernels::detail {
 
 // The stream decode's order (Words64 below): in each 64 codes, decode j (0..7) puts code gemv_code(j, q) in
-// lane q.
+// lane q (AVX2: Words32, the first 32 codes and lanes q < 4).
 inline constexpr int gemv_code(int j, int q) { return 16 * (q / 2) + 8 * (j / 4) + 4 * (q % 2) + j % 4; }
 
 }  // namespace dsv4::kernels::detail
 
-#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VBMI__)
+#if defined(__AVX2__) || defined(__AVX512F__)
 #include <immintrin.h>
 
 #include <cstdint>
+#endif
 
+#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VBMI__)
 namespace dsv4::kernels::detail {
 
 struct Codes64 {  // 64 prepared codes: lo = code << 1, hi = sign
@@ -57,6 +59,40 @@ inline __m512d decode_word(const Words64& c, int j, const __m512i (&mid)[2]) {
   if (i == 3) return _mm512_castsi512_pd(_mm512_and_si512(w, _mm512_set1_epi64(int64_t(0xFFFFull << 48))));
   if (i == 0) return _mm512_castsi512_pd(_mm512_slli_epi64(w, 48));
   return _mm512_castsi512_pd(_mm512_maskz_permutexvar_epi8(0xC0C0C0C0C0C0C0C0ull, mid[i - 1], w));
+}
+
+}  // namespace dsv4::kernels::detail
+#endif
+
+#ifdef __AVX2__
+namespace dsv4::kernels::detail {
+
+// The same decode of 32 codes in 4-lane vectors: the middle words take an in-lane byte shuffle. lo (= code
+// << 1) is kept for NaN checks: NaN codes have lo = 0xfe, every other code less.
+struct Words32 {
+  __m256i w[2], lo;
+};
+inline Words32 prepare_words32(__m256i c) {
+  const __m256i lo = _mm256_add_epi8(c, c), hi = _mm256_and_si256(c, _mm256_set1_epi8(char(0x80)));
+  return {{_mm256_unpacklo_epi8(lo, hi), _mm256_unpackhi_epi8(lo, hi)}, lo};
+}
+// In-lane byte shuffle moving word i (1 or 2) of each qword to its top, zeroing the rest.
+inline __m256i mid_word_ctrl32(int i) {
+  alignas(32) int8_t b[32];
+  for (int t = 0; t < 32; ++t) {
+    const int src = t / 8 % 2 * 8 + 2 * i;  // word i of this qword, within the 128-bit lane
+    b[t] = t % 8 == 6 ? int8_t(src) : t % 8 == 7 ? int8_t(src + 1) : -128;
+  }
+  return _mm256_load_si256(reinterpret_cast<const __m256i*>(b));
+}
+// Decode j (0..7): lanes q = 0..3 get codes gemv_code(j, q); mid = {mid_word_ctrl32(1), mid_word_ctrl32(2)}.
+// j is a constant of an unrolled loop.
+inline __m256d decode_word32(const Words32& c, int j, const __m256i (&mid)[2]) {
+  const __m256i w = c.w[j / 4];
+  const int i = j % 4;
+  if (i == 3) return _mm256_castsi256_pd(_mm256_and_si256(w, _mm256_set1_epi64x(int64_t(0xFFFFull << 48))));
+  if (i == 0) return _mm256_castsi256_pd(_mm256_slli_epi64(w, 48));
+  return _mm256_castsi256_pd(_mm256_shuffle_epi8(w, mid[i - 1]));
 }
 
 }  // namespace dsv4::kernels::detail

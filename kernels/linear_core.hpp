@@ -71,7 +71,8 @@ inline __m256d hsum4x8(const __m256d lo[4], const __m256d hi[4]) {
 //   AVX-512 only: B64 load_b64(int64_t row, int64_t kb, int half) const;  weight elements
 //                 kb*128 + half*64 .. +63 made ready to decode (loaded and pre-shuffled);
 //                 __m512d get_b8(const B64&, int q) const;  elements 8q .. 8q+7 of those 64 as fp64
-//   AVX2 only:    __m256d get_b4(int64_t row, int64_t kb, int e) const;  elements kb*128 + 4e .. +3 as fp64
+//   AVX2 only:    B32 load_b32(int64_t row, int64_t kb, int c) const;  elements kb*128 + 32c .. +31 made
+//                 ready to decode; __m256d get_b4(const B32&, int e) const;  elements 4e .. 4e+3 of those as fp64
 //   const char* row_address(int64_t row) const; int64_t row_bytes() const;  weight rows (prefetching)
 //   void store(int64_t row, int64_t col, double acc) const;          final rounding and write
 //   optional: double block_scale(int64_t row, int64_t kb) const;  a power of two (or NaN) that the SIMD
@@ -168,13 +169,19 @@ void gemv_engine(const P& p) {
 #elif defined(__AVX2__) && defined(__FMA__)
           __m256d lo[4], hi[4];  // canonical lanes 0-3 and 4-7 of pair i = r*M + mm
           for (int i = 0; i < 4; ++i) lo[i] = hi[i] = _mm256_setzero_pd();
-          for (int q = 0; q < kBlk / 8; ++q)
+          // A row's 32 weights are decoded and used before the next row's (few registers); the rows'
+          // chains are independent, so they still overlap.
+          for (int c = 0; c < kBlk / 32; ++c)
             for (int r = 0; r < S; ++r) {
-              const __m256d b0 = p.get_b4(rw[r], kb, 2 * q), b1 = p.get_b4(rw[r], kb, 2 * q + 1);
-              for (int mm = 0; mm < M; ++mm) {
-                const double* x = a[mm] + kb * kBlk + 8 * q;
-                lo[r * M + mm] = _mm256_fmadd_pd(b0, _mm256_load_pd(x), lo[r * M + mm]);
-                hi[r * M + mm] = _mm256_fmadd_pd(b1, _mm256_load_pd(x + 4), hi[r * M + mm]);
+              const typename P::B32 b = p.load_b32(rw[r], kb, c);
+#pragma GCC unroll 4
+              for (int q = 0; q < 4; ++q) {
+                const __m256d b0 = p.get_b4(b, 2 * q), b1 = p.get_b4(b, 2 * q + 1);
+                for (int mm = 0; mm < M; ++mm) {
+                  const double* x = a[mm] + kb * kBlk + 32 * c + 8 * q;
+                  lo[r * M + mm] = _mm256_fmadd_pd(b0, _mm256_load_pd(x), lo[r * M + mm]);
+                  hi[r * M + mm] = _mm256_fmadd_pd(b1, _mm256_load_pd(x + 4), hi[r * M + mm]);
+                }
               }
             }
           alignas(64) double sc[8];

@@ -72,7 +72,9 @@ struct DenseProblem {
     return _mm512_cvtps_pd(_mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(v), 16)));
   }
 #elif defined(__AVX2__) && defined(__FMA__)
-  __m256d get_b4(int64_t r, int64_t kb, int e) const { return bf16x4_to_f64(w + r * k + kb * kBlk + 4 * e); }
+  using B32 = const bf16*;
+  B32 load_b32(int64_t r, int64_t kb, int c) const { return w + r * k + kb * kBlk + 32 * c; }
+  static __m256d get_b4(B32 b, int e) { return bf16x4_to_f64(b + 4 * e); }
 #endif
   void store(int64_t r, int64_t c, double acc) const {
     y[r * ldy + c] = f64_to_bf16_via_f32(acc);  // bf16 GEMM: exact sum -> fp32 -> bf16
@@ -110,6 +112,12 @@ inline bool has_nan_code(const uint8_t* p) {
   const __m512i m = _mm512_set1_epi8(0x7f);
   return (_mm512_cmpeq_epi8_mask(_mm512_and_si512(_mm512_loadu_si512(p), m), m) |
           _mm512_cmpeq_epi8_mask(_mm512_and_si512(_mm512_loadu_si512(p + 64), m), m)) != 0;
+#elif defined(__AVX2__)
+  const __m256i m = _mm256_set1_epi8(0x7f);
+  __m256i any = _mm256_setzero_si256();
+  for (int i = 0; i < kBlk; i += 32)
+    any = _mm256_or_si256(any, _mm256_cmpeq_epi8(_mm256_and_si256(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + i)), m), m));
+  return _mm256_movemask_epi8(any) != 0;
 #else
   bool nan = false;
   for (int i = 0; i < kBlk; ++i) nan |= (p[i] & 0x7f) == 0x7f;
@@ -134,6 +142,28 @@ const Fp8wShuffles& fp8w_shuffles() {
   static const Fp8wShuffles t;
   return t;
 }
+#elif defined(__AVX2__) && defined(__FMA__) && !defined(__AVX512F__)
+// AVX2: the same with Words32, whose order puts code gemv_code(j, l) in lane l (< 4) of decode j; code 4j + l
+// is wanted there. No byte permute crosses the 128-bit halves, so each half takes an in-lane shuffle of the
+// codes from its own half and one from the other (the halves exchanged), ORed.
+struct Fp8wShuffles {
+  __m256i same_half, other_half, mid_word[2] = {detail::mid_word_ctrl32(1), detail::mid_word_ctrl32(2)};
+  Fp8wShuffles() {
+    alignas(32) int8_t b[2][32];
+    for (int j = 0; j < 8; ++j)
+      for (int l = 0; l < 4; ++l) {
+        const int to = detail::gemv_code(j, l), from = 4 * j + l, same = to / 16 == from / 16;
+        b[0][to] = same ? int8_t(from % 16) : int8_t(-128);
+        b[1][to] = same ? int8_t(-128) : int8_t(from % 16);
+      }
+    same_half = _mm256_load_si256(reinterpret_cast<const __m256i*>(b[0]));
+    other_half = _mm256_load_si256(reinterpret_cast<const __m256i*>(b[1]));
+  }
+};
+const Fp8wShuffles& fp8w_shuffles() {
+  static const Fp8wShuffles t;
+  return t;
+}
 #endif
 
 // bf16 activations x FP8 weights with 128x128 e8m0 block scales, in the BF16 linear's numerics: the weight is
@@ -149,7 +179,8 @@ struct Fp8wProblem {
   bf16* y;              // [m, n], row stride ldy
   int64_t ldy;
   const E4m3Scaled* t = &e4m3_scaled();
-#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VBMI__)
+#if (defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VBMI__)) || \
+    (defined(__AVX2__) && defined(__FMA__) && !defined(__AVX512F__))
   const Fp8wShuffles* sh = &fp8w_shuffles();
 #endif
   int64_t row_bytes() const { return k; }
@@ -172,7 +203,10 @@ struct Fp8wProblem {
       for (int q = 0; q < 8; ++q) _mm512_store_pd(out + 64 * h + 8 * q, _mm512_mul_pd(get_b8(b, q), _mm512_set1_pd(s)));
     }
 #elif defined(__AVX2__) && defined(__FMA__)
-    for (int e = 0; e < kBlk / 4; ++e) _mm256_store_pd(out + 4 * e, _mm256_mul_pd(get_b4(r, kb, e), _mm256_set1_pd(s)));
+    for (int c = 0; c < kBlk / 32; ++c) {
+      const B32 b = load_b32(r, kb, c);
+      for (int e = 0; e < 8; ++e) _mm256_store_pd(out + 32 * c + 4 * e, _mm256_mul_pd(get_b4(b, e), _mm256_set1_pd(s)));
+    }
 #else
     const uint8_t* c = w + r * k + kb * kBlk;
     for (int i = 0; i < kBlk; ++i) out[i] = t->value[c[i]] * s;
@@ -193,11 +227,14 @@ struct Fp8wProblem {
                                t->value, 8);
   }
 #elif defined(__AVX2__) && defined(__FMA__)
-  __m256d get_b4(int64_t r, int64_t kb, int e) const {
-    int32_t c4;
-    std::memcpy(&c4, w + r * k + kb * kBlk + 4 * e, 4);
-    return _mm256_i32gather_pd(t->value, _mm_cvtepu8_epi32(_mm_cvtsi32_si128(c4)), 8);
+  using B32 = detail::Words32;
+  B32 load_b32(int64_t r, int64_t kb, int c) const {
+    const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + r * k + kb * kBlk + 32 * c));
+    const __m256i swapped = _mm256_permute4x64_epi64(v, 0x4E);  // the two 128-bit halves exchanged
+    return detail::prepare_words32(
+        _mm256_or_si256(_mm256_shuffle_epi8(v, sh->same_half), _mm256_shuffle_epi8(swapped, sh->other_half)));
   }
+  __m256d get_b4(const B32& b, int e) const { return detail::decode_word32(b, e, sh->mid_word); }
 #endif
   void store(int64_t r, int64_t c, double acc) const { y[r * ldy + c] = f64_to_bf16_via_f32(acc); }
 };

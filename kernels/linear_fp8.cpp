@@ -75,35 +75,10 @@ void fp8_portable(const Fp8Args& a) {
 
 #ifdef DSV4_FP8_AVX2
 // ---- AVX2 (no byte permutes, no mask registers): the GEMV of the AVX-512 path in 4-lane vectors, used
-// for every row count in passes of up to 4 rows. The weight decode is the same: per 32 codes, lo = code << 1
-// and hi = sign interleaved into the top 16 bits of fp64 patterns (two in-lane unpacks), then per qword
-// the top word is cut out with an AND, the bottom one shifted up and the middle two moved by an in-lane
-// byte shuffle. The patterns hold the values times 2^-1016; activations are decoded times 2^500, so the
-// exact block sums carry 2^-516.
-struct Words32 {
-  __m256i w[2], lo;
-};
-inline Words32 prepare_words32(__m256i c) {
-  const __m256i lo = _mm256_add_epi8(c, c), hi = _mm256_and_si256(c, _mm256_set1_epi8(char(0x80)));
-  return {{_mm256_unpacklo_epi8(lo, hi), _mm256_unpackhi_epi8(lo, hi)}, lo};
-}
-// In-lane byte shuffle moving word i (1 or 2) of each qword to its top, zeroing the rest.
-inline __m256i mid_word_ctrl(int i) {
-  alignas(32) int8_t b[32];
-  for (int t = 0; t < 32; ++t) {
-    const int src = t / 8 % 2 * 8 + 2 * i;  // word i of this qword, within the 128-bit lane
-    b[t] = t % 8 == 6 ? int8_t(src) : t % 8 == 7 ? int8_t(src + 1) : -128;
-  }
-  return _mm256_load_si256(reinterpret_cast<const __m256i*>(b));
-}
-// Decode j (0..7): lanes q = 0..3 get codes gemv_code(j, q). j is a constant of an unrolled loop.
-inline __m256d decode_word32(const Words32& c, int j, const __m256i (&mid)[2]) {
-  const __m256i w = c.w[j / 4];
-  const int i = j % 4;
-  if (i == 3) return _mm256_castsi256_pd(_mm256_and_si256(w, _mm256_set1_epi64x(int64_t(0xFFFFull << 48))));
-  if (i == 0) return _mm256_castsi256_pd(_mm256_slli_epi64(w, 48));
-  return _mm256_castsi256_pd(_mm256_shuffle_epi8(w, mid[i - 1]));
-}
+// for every row count in passes of up to 4 rows, with the same weight decode (Words32, e4m3_decode.hpp).
+// The patterns hold the values times 2^-1016; activations are decoded times 2^500, so the exact block sums
+// carry 2^-516.
+using detail::Words32, detail::prepare_words32, detail::decode_word32;
 inline bool has_nan_lo(__m256i lo) {  // NaN codes have lo = 0xfe, every other code less
   return _mm256_movemask_epi8(_mm256_cmpeq_epi8(lo, _mm256_set1_epi8(char(0xfe)))) != 0;
 }
@@ -160,7 +135,7 @@ void fp8_gemv_avx2(const Fp8Args& a) {
         for (int j = 0; j < 8; ++j)
           for (int q = 0; q < 4; ++q)
             x[mm][c0 + 4 * j + q] = double(e4m3_to_f32(a.xq[mm * a.k + c0 + gemv_code(j, q)])) * 0x1p500;
-    const __m256i mid[2] = {mid_word_ctrl(1), mid_word_ctrl(2)};
+    const __m256i mid[2] = {detail::mid_word_ctrl32(1), detail::mid_word_ctrl32(2)};
 #pragma omp for schedule(static)
     for (int64_t g = 0; g < groups; ++g) {
       const int64_t n0 = 4 * g;
