@@ -9,10 +9,10 @@
 //  * FP4 (kernel.py fp4_gemm): the same with 32-wide K sub-blocks, sa per 128, sb per (n, 32). An
 //    e2m1 value is an integer times 2^-1 below 12, so a 32-term sub-block sum is an integer times
 //    2^-10 below 2^26.4: computed exactly in int32 (AVX512-VNNI).
-//  * BF16 (weights_proj, the wo_a einsum on its FP8 weight): products exact in fp64, summed in fp64 in the canonical
-//    order of linear_core.hpp, rounded once to bf16. fp64 summation is not exact for arbitrary
-//    exponent spreads: the result is the correctly rounded bf16 unless the exact sum lies within
-//    about k·2^-53·Σ|x·w| of a bf16 rounding midpoint (relative 2^-41 for k = 4096).
+//  * BF16 (weights_proj; the wo_a einsum, on its FP8 weight's exact values): products exact in fp64,
+//    summed in fp64 in the canonical order of linear_core.hpp, rounded once to bf16. fp64 summation is
+//    not exact for arbitrary exponent spreads: the result is the correctly rounded bf16 unless the exact
+//    sum lies within about k·2^-53·Σ|x·w| of a bf16 rounding midpoint (relative 2^-41 for k = 4096).
 //  * FP32 (compressor wkv/wgate, gate, head): torch's CPU order, sequential over k (see linear_f32).
 // The FP8 / FP4 / BF16 kernels take a GEMV path for few rows (weights streamed once per 4 rows; m <= 8 for
 // FP8 / FP4, m <= 4 for BF16) and a tiled GEMM path otherwise. Their block sums are exact (FP8, FP4) or

@@ -76,9 +76,9 @@ inline __m256d hsum4x8(const __m256d lo[4], const __m256d hi[4]) {
 //   const char* row_address(int64_t row) const; int64_t row_bytes() const;  weight rows (prefetching)
 //   void store(int64_t row, int64_t col, double acc) const;          final rounding and write
 //   optional: double block_scale(int64_t row, int64_t kb) const;  a power of two (or NaN) that the SIMD
-//             GEMVs multiply into each block sum: their get_b8 / get_b4 return the weights divided by it,
-//             while decode_b includes it. Scaling by a power of two commutes with every fp64 rounding of
-//             the block sum (no partial sum comes near the fp64 range limits), so the bits agree.
+//             GEMVs multiply into each block sum: get_b8 / get_b4 give decode_b's values divided by it.
+//             Scaling by a power of two commutes with every fp64 rounding of the block sum (as long as no
+//             partial sum nears the fp64 range limits), so the bits agree.
 
 // GEMV: up to kGemvRows activation rows (k <= kGemvMaxK); weights are decoded on the fly and streamed
 // once. Each thread decodes the activation rows once, then walks groups of 8 weight rows; inside a group,

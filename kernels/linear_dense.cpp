@@ -2,7 +2,6 @@
 // canonical order of linear_core.hpp, one rounding (via fp32, as the reference's bf16 GEMMs).
 #include <bit>
 #include <cassert>
-#include <cstring>
 #include <limits>
 #include <type_traits>
 
@@ -92,7 +91,7 @@ using Bf16Problem = DenseProblem<bf16, bf16>;
 inline constexpr double kWeightScale = 0x1p-1016, kActScale = 0x1p500;
 inline constexpr int kBlockScaleLog2 = 516;  // = 1016 - 500
 
-// e4m3 code -> value x 2^-1016 (NaN codes -> NaN), for the gathers of the AVX2 and portable decodes.
+// e4m3 code -> value x 2^-1016 (NaN codes -> NaN): the portable decode, and the gather of AVX-512 without VBMI.
 struct E4m3Scaled {
   alignas(64) double value[256];
 };
@@ -115,8 +114,10 @@ inline bool has_nan_code(const uint8_t* p) {
 #elif defined(__AVX2__)
   const __m256i m = _mm256_set1_epi8(0x7f);
   __m256i any = _mm256_setzero_si256();
-  for (int i = 0; i < kBlk; i += 32)
-    any = _mm256_or_si256(any, _mm256_cmpeq_epi8(_mm256_and_si256(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + i)), m), m));
+  for (int i = 0; i < kBlk; i += 32) {
+    const __m256i c = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + i));
+    any = _mm256_or_si256(any, _mm256_cmpeq_epi8(_mm256_and_si256(c, m), m));
+  }
   return _mm256_movemask_epi8(any) != 0;
 #else
   bool nan = false;

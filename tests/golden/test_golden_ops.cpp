@@ -242,7 +242,8 @@ TEST(GoldenOps, WoA) {
       const int64_t k = kHeads * kHeadDim / kGroups, n = int64_t(w.size()) / k / kGroups;
       std::vector<bf16> z(size_t(ph.s * kGroups * n));
       kernels::linear_bf16_fp8w_grouped(z, dump_bf16(ph, lname(L, "attn.o_inv_rope")), w, ws, ph.s, kGroups, n, k);
-      compare_bf16(tl, std::string(ph.tag) + " " + lname(L, "attn.wo_a_out"), z, dump_bf16(ph, lname(L, "attn.wo_a_out")));
+      compare_bf16(tl, std::string(ph.tag) + " " + lname(L, "attn.wo_a_out"), z,
+                   dump_bf16(ph, lname(L, "attn.wo_a_out")));
     }
   expect_exact(tl, "wo_a");
 }

@@ -53,7 +53,6 @@ void check_wo_a_scale(const st::Checkpoint::Entry& e, const std::string& name) {
                   "dsv4 keeps wo_a in FP8 and relies on that");
 }
 
-
 HfDtype source_dtype(plan::DType t) {
   switch (t) {
     case plan::DType::BF16: return HfDtype::BF16;
