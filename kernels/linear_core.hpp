@@ -89,10 +89,9 @@ inline constexpr int64_t kGemvMaxK = 8192;  // activations on each thread's stac
 // The GEMVs' block scales of pairs i = r*M + mm (weight row rows[r]) into out[0..7]; 1 without a scale.
 template <int M, class P>
 void gemv_block_scales(const P& p, const int64_t* rows, int S, int64_t kb, double* out) {
-  for (int i = 0; i < 8; ++i) {
-    if constexpr (requires { p.block_scale(rows[0], kb); }) out[i] = i < S * M ? p.block_scale(rows[i / M], kb) : 1.0;
-    else out[i] = 1.0;
-  }
+  std::fill(out, out + 8, 1.0);
+  if constexpr (requires { p.block_scale(rows[0], kb); })
+    for (int r = 0; r < S; ++r) std::fill(out + r * M, out + (r + 1) * M, p.block_scale(rows[r], kb));  // once per row
 }
 
 // The FP8 and FP4 GEMVs also take up to kGemvChunkedRows activation rows, kGemvRows per pass over the
