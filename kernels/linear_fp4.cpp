@@ -260,17 +260,46 @@ constexpr std::array<int8_t, 64> make_fp4_shift_table() {
 }
 constexpr std::array<int8_t, 64> kFp4ShiftTable = make_fp4_shift_table();
 
+// The split per magnitude code (0..127): the class-0 and class-1 digits and ew·16 (NaN codes count as 0,
+// as in the tile path), read with 128-entry byte lookups: the prepared row costs a few vector operations
+// per K block instead of a scalar split per element (about 4 us per call at k = 2048).
+struct Fp4GemvSplit {
+  std::array<uint8_t, 128> dig[2]{}, ew16{};
+};
+constexpr Fp4GemvSplit make_fp4_gemv_split() {
+  Fp4GemvSplit t;
+  for (int code = 0; code < 128; ++code) {
+    const auto [ma, ea] = e4m3_split(code);
+    const int c = ea >= 8, r = ea - 8 * c, ed = std::min(r, 4), ew = r - ed;
+    t.dig[c][code] = uint8_t(ma << ed);
+    t.ew16[code] = uint8_t(ew * 16);
+  }
+  return t;
+}
+constexpr Fp4GemvSplit kFp4GemvSplit = make_fp4_gemv_split();
+
 void prepare_fp4_gemv_act(Fp4GemvAct* out, const uint8_t* x, int64_t kblocks) {
-  for (int64_t kb = 0; kb < kblocks; ++kb)
-    for (int j = 0; j < 64; ++j)
-      for (int h = 0; h < 2; ++h) {
-        const uint8_t code = x[kb * kBlk + 2 * j + h];
-        const auto [ma, ea] = e4m3_split(code & 0x7f);  // NaN codes count as 0, as in the tile path
-        const int c = ea >= 8, r = ea - 8 * c, ed = std::min(r, 4), ew = r - ed;
-        out[kb].dig[c][h][j] = uint8_t(ma << ed);
-        out[kb].dig[1 - c][h][j] = 0;
-        out[kb].flip[h][j] = uint8_t(ew * 16 + ((code & 0x80) ? 8 : 0));
-      }
+  struct Table {  // a 128-entry byte table as the two sources of vpermi2b
+    __m512i lo, hi;
+    explicit Table(const std::array<uint8_t, 128>& t)
+        : lo(_mm512_loadu_si512(t.data())), hi(_mm512_loadu_si512(t.data() + 64)) {}
+    __m512i operator()(__m512i code) const { return _mm512_permutex2var_epi8(lo, code, hi); }  // 7 low bits
+  };
+  const Table dig0(kFp4GemvSplit.dig[0]), dig1(kFp4GemvSplit.dig[1]), ew16(kFp4GemvSplit.ew16);
+  alignas(64) uint8_t pick[2][64];  // the even and the odd codes of a 128-code block
+  for (int j = 0; j < 64; ++j) pick[0][j] = uint8_t(2 * j), pick[1][j] = uint8_t(2 * j + 1);
+  const __m512i sign_to_8 = _mm512_set1_epi8(8);
+  for (int64_t kb = 0; kb < kblocks; ++kb) {
+    const __m512i a = _mm512_loadu_si512(x + kb * kBlk), b = _mm512_loadu_si512(x + kb * kBlk + 64);
+    for (int h = 0; h < 2; ++h) {
+      const __m512i code = _mm512_permutex2var_epi8(a, _mm512_load_si512(pick[h]), b);
+      _mm512_store_si512(out[kb].dig[0][h], dig0(code));
+      _mm512_store_si512(out[kb].dig[1][h], dig1(code));
+      // ew·16 | 8·sign: the sign bit (7) shifted to bit 3 within each byte
+      _mm512_store_si512(out[kb].flip[h],
+                         _mm512_ternarylogic_epi32(ew16(code), _mm512_srli_epi16(code, 4), sign_to_8, 0xF8));
+    }
+  }
 }
 
 // e8m0 bytes of 4 rows x 4 sub-blocks (row r's 4 bytes in dword r) -> fp32 at lane s*4+r.
