@@ -10,6 +10,7 @@
 // Batch invariance follows: a row's result never depends on which other rows are computed with it.
 #pragma once
 #include <algorithm>
+#include <array>
 #include <cstdint>
 #include <cstring>
 #include <type_traits>
@@ -73,7 +74,8 @@ inline __m256d hsum4x8(const __m256d lo[4], const __m256d hi[4]) {
 //                 __m512d get_b8(const B64&, int q) const;  elements 8q .. 8q+7 of those 64 as fp64
 //   AVX2 only:    B32 load_b32(int64_t row, int64_t kb, int c) const;  elements kb*128 + 32c .. +31 made
 //                 ready to decode; __m256d get_b4(const B32&, int e) const;  elements 4e .. 4e+3 of those as fp64
-//   const char* row_address(int64_t row) const; int64_t row_bytes() const;  weight rows (prefetching)
+//   const char* row_address(int64_t row) const; static constexpr int kWeightBytes;  weight rows, bytes per
+//                 weight (prefetching)
 //   void store(int64_t row, int64_t col, double acc) const;          final rounding and write
 //   optional: double block_scale(int64_t row, int64_t kb) const;  a power of two (or NaN) that the SIMD
 //             GEMVs multiply into each block sum: get_b8 / get_b4 give decode_b's values divided by it.
@@ -86,12 +88,18 @@ inline __m256d hsum4x8(const __m256d lo[4], const __m256d hi[4]) {
 // and the next group's rows (contiguous) are prefetched a slice per K block.
 inline constexpr int64_t kGemvMaxK = 8192;  // activations on each thread's stack: M·k·8 bytes
 
-// The GEMVs' block scales of pairs i = r*M + mm (weight row rows[r]) into out[0..7]; 1 without a scale.
-template <int M, class P>
-void gemv_block_scales(const P& p, const int64_t* rows, int S, int64_t kb, double* out) {
-  std::fill(out, out + 8, 1.0);
+// The GEMVs' block scales of pairs i = r*M + mm (weight row rows[r]); 1 past S*M or without a scale. Returned
+// by value, so that the vector built from them needs no store and reload (a failed store forward per block).
+template <int M, int S, class P>
+std::array<double, 8> gemv_block_scales(const P& p, const int64_t* rows, int64_t kb) {
+  std::array<double, 8> out;
+  out.fill(1.0);
   if constexpr (requires { p.block_scale(rows[0], kb); })
-    for (int r = 0; r < S; ++r) std::fill(out + r * M, out + (r + 1) * M, p.block_scale(rows[r], kb));  // once per row
+    for (int r = 0; r < S; ++r) {
+      const double s = p.block_scale(rows[r], kb);  // once per row
+      for (int mm = 0; mm < M; ++mm) out[r * M + mm] = s;
+    }
+  return out;
 }
 
 // The FP8 and FP4 GEMVs also take up to kGemvChunkedRows activation rows, kGemvRows per pass over the
@@ -128,7 +136,7 @@ void gemv_engine(const P& p) {
 #endif
   constexpr int G = R / S;                           // sub-groups per group
   const int64_t kblocks = p.k / kBlk, groups = (p.n + R - 1) / R;
-  const int64_t pf_lines = R * p.row_bytes() / 64 / kblocks;  // the next group's lines per K block
+  constexpr int pf_lines = R * kBlk * P::kWeightBytes / 64;  // the next group's lines per K block
   parallel_region([&] {
     alignas(64) double a[M][kGemvMaxK];
     for (int mm = 0; mm < M; ++mm)
@@ -141,7 +149,9 @@ void gemv_engine(const P& p) {
       const char* next = p.row_address(std::min<int64_t>(n0 + R, p.n - 1));
       alignas(64) double acc[G][8] = {};  // sub-group sg, pair i = r*M + mm (r within the sub-group)
       for (int64_t kb = 0; kb < kblocks; ++kb) {
-        for (int64_t l = 0; l < pf_lines; ++l) __builtin_prefetch(next + (kb * pf_lines + l) * 64);
+#ifndef __AVX512F__
+        for (int l = 0; l < pf_lines; ++l) __builtin_prefetch(next + (kb * pf_lines + l) * 64);
+#endif
         for (int sg = 0; sg < G; ++sg) {
           const int64_t* rw = rows + sg * S;
 #ifdef __AVX512F__
@@ -151,7 +161,13 @@ void gemv_engine(const P& p) {
           for (int i = 0; i < 8; ++i) part[i] = _mm512_setzero_pd();
           for (int h = 0; h < 2; ++h) {
             typename P::B64 wb[S];
-            for (int r = 0; r < S; ++r) wb[r] = p.load_b64(rw[r], kb, h);
+            for (int r = 0; r < S; ++r) {
+              // The next group's slice, spread over the block's 2·R loads: a burst of 16-32 prefetches at the
+              // block start filled the miss buffers and stalled the core (a third of wo_a's GEMV time).
+              const char* pf = next + (kb * pf_lines + ((sg * 2 + h) * S + r) * P::kWeightBytes) * 64;
+              for (int l = 0; l < P::kWeightBytes; ++l) __builtin_prefetch(pf + 64 * l);
+              wb[r] = p.load_b64(rw[r], kb, h);
+            }
 #pragma GCC unroll 8
             for (int q = 0; q < 8; ++q) {  // unrolled: get_b8 may pick its decode by q at compile time
               __m512d av[M];
@@ -162,9 +178,9 @@ void gemv_engine(const P& p) {
               }
             }
           }
-          alignas(64) double sc[8];
-          gemv_block_scales<M>(p, rw, S, kb, sc);
-          _mm512_store_pd(acc[sg], _mm512_fmadd_pd(hsum8(part), _mm512_load_pd(sc), _mm512_load_pd(acc[sg])));
+          const auto sc = gemv_block_scales<M, S>(p, rw, kb);
+          const __m512d scale = _mm512_setr_pd(sc[0], sc[1], sc[2], sc[3], sc[4], sc[5], sc[6], sc[7]);
+          _mm512_store_pd(acc[sg], _mm512_fmadd_pd(hsum8(part), scale, _mm512_load_pd(acc[sg])));
 #elif defined(__AVX2__) && defined(__FMA__)
           __m256d lo[4], hi[4];  // canonical lanes 0-3 and 4-7 of pair i = r*M + mm
           for (int i = 0; i < 4; ++i) lo[i] = hi[i] = _mm256_setzero_pd();
@@ -183,9 +199,9 @@ void gemv_engine(const P& p) {
                 }
               }
             }
-          alignas(64) double sc[8];
-          gemv_block_scales<M>(p, rw, S, kb, sc);
-          _mm256_store_pd(acc[sg], _mm256_fmadd_pd(hsum4x8(lo, hi), _mm256_load_pd(sc), _mm256_load_pd(acc[sg])));
+          const auto sc = gemv_block_scales<M, S>(p, rw, kb);
+          const __m256d scale = _mm256_setr_pd(sc[0], sc[1], sc[2], sc[3]);
+          _mm256_store_pd(acc[sg], _mm256_fmadd_pd(hsum4x8(lo, hi), scale, _mm256_load_pd(acc[sg])));
 #else
           alignas(64) double b[kBlk];
           for (int r = 0; r < S; ++r) {

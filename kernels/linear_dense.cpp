@@ -57,7 +57,7 @@ struct DenseProblem {
   const bf16* w;  // bf16 [n, k], row stride k
   Y* y;           // [m, n], row stride ldy (bf16 or fp32)
   int64_t ldy;
-  int64_t row_bytes() const { return k * int64_t(sizeof(bf16)); }
+  static constexpr int kWeightBytes = sizeof(bf16);
   const char* row_address(int64_t r) const { return reinterpret_cast<const char*>(w + r * k); }
   void decode_a(int64_t r, int64_t kb, double* out) const {
     decode_bf16_128(x + r * ldx + kb * kBlk, out);
@@ -108,9 +108,10 @@ const E4m3Scaled& e4m3_scaled() {
 // the block's scale becomes NaN instead: the outputs it reaches are NaN either way.
 inline bool has_nan_code(const uint8_t* p) {
 #if defined(__AVX512BW__)
-  const __m512i m = _mm512_set1_epi8(0x7f);
-  return (_mm512_cmpeq_epi8_mask(_mm512_and_si512(_mm512_loadu_si512(p), m), m) |
-          _mm512_cmpeq_epi8_mask(_mm512_and_si512(_mm512_loadu_si512(p + 64), m), m)) != 0;
+  const __m512i sign = _mm512_set1_epi8(char(0x80));  // a NaN code ORed with the sign bit is 0xff, no other
+  const __m512i top = _mm512_max_epu8(_mm512_or_si512(_mm512_loadu_si512(p), sign),
+                                      _mm512_or_si512(_mm512_loadu_si512(p + 64), sign));
+  return _mm512_cmpeq_epi8_mask(top, _mm512_set1_epi8(char(0xff))) != 0;
 #elif defined(__AVX2__)
   const __m256i m = _mm256_set1_epi8(0x7f);
   __m256i any = _mm256_setzero_si256();
@@ -184,7 +185,7 @@ struct Fp8wProblem {
     (defined(__AVX2__) && defined(__FMA__) && !defined(__AVX512F__))
   const Fp8wShuffles* sh = &fp8w_shuffles();
 #endif
-  int64_t row_bytes() const { return k; }
+  static constexpr int kWeightBytes = 1;
   const char* row_address(int64_t r) const { return reinterpret_cast<const char*>(w + r * k); }
   // 2^(516 + s - 127), or NaN for the scale byte 0xFF or a NaN code in the block.
   double block_scale(int64_t r, int64_t kb) const {
