@@ -87,13 +87,20 @@ constexpr std::array<uint8_t, 16> make_offset_weights() {
 constexpr std::array<uint8_t, 16> kOffsetWeights = make_offset_weights();
 constexpr E4m3Digits7 kDigits7 = make_digits7();
 
+// A 128-entry byte table as the two sources of vpermi2b: looked up by the 7 low bits of each byte (an e4m3
+// code's magnitude; the sign bit is ignored).
+struct ByteTable128 {
+  __m512i lo, hi;
+  explicit ByteTable128(const std::array<uint8_t, 128>& t)
+      : lo(_mm512_loadu_si512(t.data())), hi(_mm512_loadu_si512(t.data() + 64)) {}
+  __m512i operator()(__m512i code) const { return _mm512_permutex2var_epi8(lo, code, hi); }
+};
+
 void fp4_tile(const Fp4Args& a, int64_t n0, int64_t m0) {
   const int nv = int(std::min<int64_t>(Nt, a.n - n0)), mv = int(std::min<int64_t>(Mc, a.m - m0));
   const int mr = (mv + kMr - 1) / kMr * kMr;  // rows past mv recompute the last row and are dropped
   const __m512i lut = _mm512_broadcast_i32x4(_mm_loadu_si128(reinterpret_cast<const __m128i*>(kOffsetWeights.data())));
-  __m512i dig[3][2];
-  for (int d = 0; d < 3; ++d)
-    for (int h = 0; h < 2; ++h) dig[d][h] = _mm512_loadu_si512(kDigits7.d[d].data() + 64 * h);
+  const ByteTable128 dig[3] = {ByteTable128(kDigits7.d[0]), ByteTable128(kDigits7.d[1]), ByteTable128(kDigits7.d[2])};
   const __m512i ones = _mm512_set1_epi8(1);
 
   alignas(64) float acc[Mc][Nt];
@@ -130,7 +137,7 @@ void fp4_tile(const Fp4Args& a, int64_t n0, int64_t m0) {
         const __m512i code = _mm512_loadu_si512(c + 64 * h);
         const __mmask64 neg = _mm512_movepi8_mask(code);
         for (int d = 0; d < 3; ++d) {
-          __m512i v = _mm512_permutex2var_epi8(dig[d][0], code, dig[d][1]);  // index bit 7 ignored
+          __m512i v = dig[d](code);
           v = _mm512_mask_sub_epi8(v, neg, _mm512_setzero_si512(), v);       // the activation's sign
           _mm512_store_si512(ad[i][d] + 64 * h, v);
           sum[h] = _mm512_add_epi32(sum[h], _mm512_slli_epi32(_mm512_dpbusd_epi32(_mm512_setzero_si512(), ones, v), 7 * d));
@@ -279,13 +286,7 @@ constexpr Fp4GemvSplit make_fp4_gemv_split() {
 constexpr Fp4GemvSplit kFp4GemvSplit = make_fp4_gemv_split();
 
 void prepare_fp4_gemv_act(Fp4GemvAct* out, const uint8_t* x, int64_t kblocks) {
-  struct Table {  // a 128-entry byte table as the two sources of vpermi2b
-    __m512i lo, hi;
-    explicit Table(const std::array<uint8_t, 128>& t)
-        : lo(_mm512_loadu_si512(t.data())), hi(_mm512_loadu_si512(t.data() + 64)) {}
-    __m512i operator()(__m512i code) const { return _mm512_permutex2var_epi8(lo, code, hi); }  // 7 low bits
-  };
-  const Table dig0(kFp4GemvSplit.dig[0]), dig1(kFp4GemvSplit.dig[1]), ew16(kFp4GemvSplit.ew16);
+  const ByteTable128 dig0(kFp4GemvSplit.dig[0]), dig1(kFp4GemvSplit.dig[1]), ew16(kFp4GemvSplit.ew16);
   alignas(64) uint8_t pick[2][64];  // the even and the odd codes of a 128-code block
   for (int j = 0; j < 64; ++j) pick[0][j] = uint8_t(2 * j), pick[1][j] = uint8_t(2 * j + 1);
   const __m512i sign_to_8 = _mm512_set1_epi8(8);
