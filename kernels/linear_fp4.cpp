@@ -327,6 +327,22 @@ void fp4_gemv(const Fp4Args& a) {
     const uint8_t* const* wr = rows.w;
     __m128 acc[M];
     for (int mm = 0; mm < M; ++mm) acc[mm] = _mm_setzero_ps();
+    // The fp32 steps of a block (convert, scale, 4 dependent adds) run one block late, after the next
+    // block's integer sums: in program order the long-latency tail then sits behind independent work.
+    __m512i u_prev[M];
+    __m512 scale_prev[M];
+    const auto fp32_steps = [&](const __m512i (&u)[M], const __m512 (&scale)[M]) {
+      for (int mm = 0; mm < M; ++mm) {
+        const __m512 blk = _mm512_scalef_ps(_mm512_cvtepi32_ps(u[mm]), _mm512_set1_ps(-10.f));  // fp4_gemm: exact
+                                                                                              // sub-block dot -> fp32
+        const __m512 p = _mm512_mul_ps(blk, scale[mm]);
+        // fp4_gemm: fp32 accumulation in ascending sub-block order
+        acc[mm] = _mm_add_ps(acc[mm], _mm512_extractf32x4_ps(p, 0));
+        acc[mm] = _mm_add_ps(acc[mm], _mm512_extractf32x4_ps(p, 1));
+        acc[mm] = _mm_add_ps(acc[mm], _mm512_extractf32x4_ps(p, 2));
+        acc[mm] = _mm_add_ps(acc[mm], _mm512_extractf32x4_ps(p, 3));
+      }
+    };
     for (int64_t kb = 0; kb < a.kblocks; ++kb) {
       const __m512 sb = e8m0_4x4(rows.scale_bytes(kb));
       __m512i b[4], bh[4];
@@ -336,6 +352,8 @@ void fp4_gemv(const Fp4Args& a) {
         b[r] = _mm512_loadu_si512(wr[r] + kb * 64);
         bh[r] = _mm512_srli_epi16(b[r], 4);
       }
+      __m512i u[M];
+      __m512 scale[M];
       // One activation row at a time over the 4 weight rows: few live registers for any M.
       for (int mm = 0; mm < M; ++mm) {
         const Fp4GemvAct& x = act[mm][kb];
@@ -353,17 +371,13 @@ void fp4_gemv(const Fp4Args& a) {
         // 128-bit lane s of v[r] holds sub-block s of row r in 4 dwords; reduce to lane s*4+r.
         const __m512i t0 = _mm512_add_epi32(_mm512_unpacklo_epi32(v[0], v[1]), _mm512_unpackhi_epi32(v[0], v[1]));
         const __m512i t1 = _mm512_add_epi32(_mm512_unpacklo_epi32(v[2], v[3]), _mm512_unpackhi_epi32(v[2], v[3]));
-        const __m512i u = _mm512_add_epi32(_mm512_unpacklo_epi64(t0, t1), _mm512_unpackhi_epi64(t0, t1));
-        const __m512 blk = _mm512_scalef_ps(_mm512_cvtepi32_ps(u), _mm512_set1_ps(-10.f));  // fp4_gemm: exact
-                                                                                           // sub-block dot -> fp32
-        const __m512 p = _mm512_mul_ps(blk, _mm512_mul_ps(_mm512_set1_ps(a.xs[mm * a.kblocks + kb]), sb));
-        // fp4_gemm: fp32 accumulation in ascending sub-block order
-        acc[mm] = _mm_add_ps(acc[mm], _mm512_extractf32x4_ps(p, 0));
-        acc[mm] = _mm_add_ps(acc[mm], _mm512_extractf32x4_ps(p, 1));
-        acc[mm] = _mm_add_ps(acc[mm], _mm512_extractf32x4_ps(p, 2));
-        acc[mm] = _mm_add_ps(acc[mm], _mm512_extractf32x4_ps(p, 3));
+        u[mm] = _mm512_add_epi32(_mm512_unpacklo_epi64(t0, t1), _mm512_unpackhi_epi64(t0, t1));
+        scale[mm] = _mm512_mul_ps(_mm512_set1_ps(a.xs[mm * a.kblocks + kb]), sb);
       }
+      if (kb > 0) fp32_steps(u_prev, scale_prev);
+      for (int mm = 0; mm < M; ++mm) u_prev[mm] = u[mm], scale_prev[mm] = scale[mm];
     }
+    fp32_steps(u_prev, scale_prev);
     for (int mm = 0; mm < M; ++mm) rows.store(mm, acc[mm]);
   });
 }
