@@ -377,7 +377,7 @@ void fp4_gemv(const Fp4Args& a) {
       if (kb > 0) fp32_steps(u_prev, scale_prev);
       for (int mm = 0; mm < M; ++mm) u_prev[mm] = u[mm], scale_prev[mm] = scale[mm];
     }
-    fp32_steps(u_prev, scale_prev);
+    if (a.kblocks > 0) fp32_steps(u_prev, scale_prev);
     for (int mm = 0; mm < M; ++mm) rows.store(mm, acc[mm]);
   });
 }
