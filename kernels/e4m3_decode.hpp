@@ -21,6 +21,23 @@ inline constexpr int gemv_code(int j, int q) { return 16 * (q / 2) + 8 * (j / 4)
 #include <cstdint>
 #endif
 
+// NaN codes S.1111.111 are the codes whose lo byte (code << 1: the sign shifted out) is 0xfe; every other
+// code's lo is smaller. The stream decodes build lo anyway, and a byte max over many lo vectors checks them all
+// at once. act_quant never makes NaN codes; weights could hold them.
+#if defined(__AVX512BW__)
+namespace dsv4::kernels::detail {
+inline __mmask64 nan_lo(__m512i lo) { return _mm512_cmpge_epu8_mask(lo, _mm512_set1_epi8(char(0xfe))); }
+inline __mmask64 nan_codes(__m512i c) { return nan_lo(_mm512_add_epi8(c, c)); }
+}  // namespace dsv4::kernels::detail
+#endif
+#ifdef __AVX2__
+namespace dsv4::kernels::detail {
+inline bool has_nan_lo(__m256i lo) {
+  return _mm256_movemask_epi8(_mm256_cmpeq_epi8(lo, _mm256_set1_epi8(char(0xfe)))) != 0;
+}
+}  // namespace dsv4::kernels::detail
+#endif
+
 #if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VBMI__)
 namespace dsv4::kernels::detail {
 

@@ -108,18 +108,15 @@ const E4m3Scaled& e4m3_scaled() {
 // the block's scale becomes NaN instead: the outputs it reaches are NaN either way.
 inline bool has_nan_code(const uint8_t* p) {
 #if defined(__AVX512BW__)
-  const __m512i sign = _mm512_set1_epi8(char(0x80));  // a NaN code ORed with the sign bit is 0xff, no other
-  const __m512i top = _mm512_max_epu8(_mm512_or_si512(_mm512_loadu_si512(p), sign),
-                                      _mm512_or_si512(_mm512_loadu_si512(p + 64), sign));
-  return _mm512_cmpeq_epi8_mask(top, _mm512_set1_epi8(char(0xff))) != 0;
+  const __m512i a = _mm512_loadu_si512(p), b = _mm512_loadu_si512(p + 64);
+  return detail::nan_lo(_mm512_max_epu8(_mm512_add_epi8(a, a), _mm512_add_epi8(b, b))) != 0;
 #elif defined(__AVX2__)
-  const __m256i m = _mm256_set1_epi8(0x7f);
-  __m256i any = _mm256_setzero_si256();
+  __m256i lo_max = _mm256_setzero_si256();
   for (int i = 0; i < kBlk; i += 32) {
     const __m256i c = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + i));
-    any = _mm256_or_si256(any, _mm256_cmpeq_epi8(_mm256_and_si256(c, m), m));
+    lo_max = _mm256_max_epu8(lo_max, _mm256_add_epi8(c, c));
   }
-  return _mm256_movemask_epi8(any) != 0;
+  return detail::has_nan_lo(lo_max);
 #else
   bool nan = false;
   for (int i = 0; i < kBlk; ++i) nan |= (p[i] & 0x7f) == 0x7f;

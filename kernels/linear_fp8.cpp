@@ -78,10 +78,7 @@ void fp8_portable(const Fp8Args& a) {
 // for every row count in passes of up to 4 rows, with the same weight decode (Words32, e4m3_decode.hpp).
 // The patterns hold the values times 2^-1016; activations are decoded times 2^500, so the exact block sums
 // carry 2^-516.
-using detail::Words32, detail::prepare_words32, detail::decode_word32;
-inline bool has_nan_lo(__m256i lo) {  // NaN codes have lo = 0xfe, every other code less
-  return _mm256_movemask_epi8(_mm256_cmpeq_epi8(lo, _mm256_set1_epi8(char(0xfe)))) != 0;
-}
+using detail::Words32, detail::prepare_words32, detail::decode_word32, detail::has_nan_lo;
 // Lane i = the sum of the i-th argument's lanes (exact sums: any order).
 inline __m256d hsum4(__m256d a, __m256d b, __m256d c, __m256d d) {
   const __m256d ab = _mm256_hadd_pd(a, b), cd = _mm256_hadd_pd(c, d);
@@ -176,9 +173,7 @@ void fp8_gemv_avx2(const Fp8Args& a) {
 // ---- e4m3 -> fp64 (the patterns of e4m3_decode.hpp). One masked two-source byte shuffle builds 8 patterns
 // from 64 prepared codes in any order; the GEMV's weights take the stream decode (Words64).
 using detail::Codes64, detail::prepare_codes, detail::Words64, detail::prepare_words, detail::decode_word;
-// NaN codes S.1111.111 (never made by act_quant) are those whose lo byte is 0xfe; every other lo is smaller.
-inline __mmask64 nan_lo(__m512i lo) { return _mm512_cmpge_epu8_mask(lo, _mm512_set1_epi8(char(0xfe))); }
-inline __mmask64 nan_codes(__m512i c) { return nan_lo(_mm512_add_epi8(c, c)); }
+using detail::nan_lo, detail::nan_codes;
 inline __mmask8 nan_patterns(__m512d p) {  // lanes of decoded patterns that came from NaN codes
   const __m512i lo_byte = _mm512_set1_epi64(int64_t(0xFEull << 48));
   return _mm512_cmpeq_epi64_mask(_mm512_and_si512(_mm512_castpd_si512(p), lo_byte), lo_byte);
