@@ -23,6 +23,7 @@
 #include <cstdint>
 #include <cstring>
 #include <map>
+#include <new>
 #include <random>
 #include <vector>
 
@@ -38,6 +39,19 @@ namespace {
 using namespace dsv4;
 using namespace dsv4::kernels;
 using Clock = std::chrono::steady_clock;
+
+// Byte buffers that start on a cache line (64 bytes).
+template <class T>
+struct LineAligned {
+  using value_type = T;
+  LineAligned() = default;
+  template <class U>
+  LineAligned(const LineAligned<U>&) {}
+  T* allocate(size_t n) { return static_cast<T*>(::operator new(n * sizeof(T), std::align_val_t(64))); }
+  void deallocate(T* p, size_t) { ::operator delete(p, std::align_val_t(64)); }
+  friend bool operator==(LineAligned, LineAligned) { return true; }
+};
+using LineBytes = std::vector<uint8_t, LineAligned<uint8_t>>;
 
 // Reference rates measured in this run, per thread count: bytes/s and FLOP/s.
 std::map<int, double> g_copy_bps, g_read_bps, g_fma32, g_fma64;
@@ -86,8 +100,8 @@ void BM_CopyBandwidth(benchmark::State& st) {
 void BM_ReadBandwidth(benchmark::State& st) {
   const int threads = set_threads(st, 0);
   const size_t n = size_t(512) << 20;
-  std::vector<char> buf(n + 64, 1);
-  const char* a = buf.data() + (64 - reinterpret_cast<uintptr_t>(buf.data()) % 64) % 64;
+  const LineBytes buf(n, 1);
+  const char* a = reinterpret_cast<const char*>(buf.data());
   g_read_bps[threads] = stream_rate(st, double(n), [&] {
 #pragma omp parallel
     {
@@ -195,9 +209,12 @@ void BM_FmaPeak(benchmark::State& st) {
   st.counters["GFLOP/s"] = benchmark::Counter(flops * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
 }
 
-// Weight pools big enough to defeat the caches; one buffer per iteration in turn.
+// Weight pools big enough to defeat the caches; one buffer per iteration in turn. Weight buffers start on a
+// cache line, as every tensor does in the converted weight files (plangen's assign_weight_offsets):
+// malloc's 16-byte alignment would split every 64-byte load over two lines.
 struct Pool {
-  std::vector<std::vector<uint8_t>> w, s;
+  std::vector<LineBytes> w;
+  std::vector<std::vector<uint8_t>> s;
   size_t next = 0;
 };
 // What the weight bytes hold. Real checkpoints' weights are roughly normal with almost no subnormal
@@ -219,7 +236,7 @@ const std::vector<uint16_t>& normal_table(Data d) {
   return d == Data::E4m3 ? e4m3 : bf16v;
 }
 
-void fill(std::vector<uint8_t>& w, Data d, std::mt19937& rng) {
+void fill(LineBytes& w, Data d, std::mt19937& rng) {
   if (d == Data::Nibbles) {  // every e2m1 pair is a plain small integer: any byte will do
     for (auto& b : w) b = uint8_t(rng());
     return;
@@ -236,7 +253,7 @@ Pool make_pool(Data d, size_t wbytes, size_t sbytes, uint8_t scale_byte, bool ho
   const size_t copies = hot ? 1 : std::max<size_t>(2, (size_t(512) << 20) / wbytes);
   std::mt19937 rng(1);
   for (size_t c = 0; c < copies; ++c) {
-    std::vector<uint8_t> w(wbytes);
+    LineBytes w(wbytes);
     fill(w, d, rng);
     p.w.push_back(std::move(w));
     p.s.emplace_back(sbytes, scale_byte);
