@@ -442,7 +442,6 @@ void fp4_gemv_avx2(const Fp4Args& a) {
     const __m256i nib = _mm256_set1_epi8(0x0f), ones = _mm256_set1_epi16(1);
     const Fp4GemvRows rows(a, 4 * g);
     const uint8_t* const* wr = rows.w;
-    if constexpr (M == 1) detail::prefetch_pages_ahead(wr[0], 4 * ldw);
     __m128 acc[M];
     for (int mm = 0; mm < M; ++mm) acc[mm] = _mm_setzero_ps();
     for (int64_t kb = 0; kb < a.kblocks; ++kb) {

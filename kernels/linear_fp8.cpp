@@ -138,7 +138,6 @@ void fp8_gemv_avx2(const Fp8Args& a) {
       const int64_t n0 = 4 * g;
       const uint8_t* wr[4];
       for (int r = 0; r < 4; ++r) wr[r] = a.w + std::min<int64_t>(n0 + r, a.n - 1) * a.k;  // tail: recompute
-      if constexpr (M == 1) detail::prefetch_pages_ahead(wr[0], 4 * a.k);
       __m128 acc[G];
       for (int sg = 0; sg < G; ++sg) acc[sg] = _mm_setzero_ps();
       for (int64_t kb = 0; kb < a.kblocks; ++kb) {
