@@ -90,11 +90,12 @@ inline __m256d hsum4x8(const __m256d lo[4], const __m256d hi[4]) {
 inline constexpr int64_t kGemvMaxK = 8192;  // activations on each thread's stack: M·k·8 bytes
 
 // Page-ahead prefetch of a weight stream: called at the start of each group of weight rows (contiguous
-// bytes), it prefetches one line of every 4 KiB page kPageAhead bytes past the group. Each page's first miss
-// (its TLB walk, on a VM a nested one, and its DRAM row) then happens long before the dense prefetches of
-// the next group reach the page. For the single-row GEMVs only (bench A/B, Zen 5 VM, one thread: FP4 m = 1
-// 22 -> 28-29 GB/s, FP8 m = 1 +10-24%); with 2-4 activation rows the stream is slower and it lost 0-13%, and
-// the compute-bound AVX2 FP8 / FP4 GEMVs (10-14 GB/s) lost 4-7%, so they do without.
+// bytes), it prefetches one line of every 4 KiB page kPageAhead bytes past the group, so that each page's
+// first miss happens long before the dense prefetches of the next group reach it. (What that first miss
+// costs is not the guest's TLB walk, as 2 MB pages changed nothing: a host page walk or a DRAM row.) For the
+// single-row GEMVs only (bench A/B, Zen 5 VM, one thread: FP4 m = 1 22 -> 28-29 GB/s, FP8 m = 1 +10-24%);
+// with 2-4 activation rows the stream is slower and it lost 0-13%, and the compute-bound AVX2 FP8 / FP4
+// GEMVs (10-14 GB/s) lost 4-7%, so they do without.
 inline constexpr int64_t kPageAhead = 64 << 10;
 inline void prefetch_pages_ahead(const void* group, int64_t bytes) {
   const char* p = static_cast<const char*>(group) + kPageAhead;
