@@ -1,15 +1,16 @@
 // Kernel benchmarks. Run in one process, in registration order: the machine references first
-// (STREAM-style copy bandwidth, register-only FMA peaks), then the kernels. Every benchmark takes the
-// OpenMP thread count as its last argument (omp_set_num_threads, as the runtime does per rank), and
-// each kernel reports its efficiency against the references measured in the same run with the same
-// thread count:
-//   GEMV:  "GB/s" = weight (+ scale) bytes streamed per second; "vs_copy" = that / copy bandwidth
-//          (copy counts read + write bytes, as STREAM does); "vs_read" = that / read-only streaming
-//          bandwidth (the roof of a weight stream: one core's reads alone stay below its copy rate).
-//          Weights rotate through >= 512 MiB so the caches do not help.
-//   GEMM:  "GFLOP/s" = useful FLOP/s (2·m·n·k); "vs_fma32" / "vs_fma64" = that / the fp32 / fp64 FMA
-//          peak (one thread's register-only FMA chains, times the thread count).
-// Run with --benchmark_filter to pick; the references always run first (filter them in too).
+// (STREAM-style copy bandwidth, read bandwidth, register-only FMA peaks), then the kernels. Every
+// benchmark takes the OpenMP thread count as its last argument (omp_set_num_threads, as the runtime does
+// per rank), and each kernel reports its efficiency with the same thread count:
+//   GEMV:  "GB/s" = weight (+ scale) bytes streamed per second; "vs_copy" = that / the copy bandwidth
+//          measured call by call alongside it ("copy_GB/s", PairedCopy; copy counts read + write bytes, as
+//          STREAM does); "vs_read" = that / this run's read-only streaming bandwidth (the roof of a weight
+//          stream: one core's reads alone stay below its copy rate). Weights rotate through >= 512 MiB so
+//          the caches do not help.
+//   GEMM:  "GFLOP/s" = useful FLOP/s (2·m·n·k); "vs_fma32" / "vs_fma64" = that / this run's fp32 / fp64
+//          FMA peak (one thread's register-only FMA chains, times the thread count).
+// Run with --benchmark_filter to pick; the references run first (filter them in for vs_read and vs_fma*).
+// --benchmark_repetitions=N --benchmark_report_aggregates_only=true gives the median of every ratio.
 // GCC 12 reports its own _mm512_undefined_* placeholders inside intrinsics as uninitialized once
 // OpenMP outlines the loop (a known false positive).
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
@@ -55,6 +56,9 @@ using LineBytes = std::vector<uint8_t, LineAligned<uint8_t>>;
 
 // Reference rates measured in this run, per thread count: bytes/s and FLOP/s.
 std::map<int, double> g_copy_bps, g_read_bps, g_fma32, g_fma64;
+
+// Batches up to this many rows are decode batches: the benchmarks below treat them as weight streams.
+constexpr int64_t kGemvRows = 4;
 
 int set_threads(benchmark::State& st, int arg) {
   const int t = int(st.range(arg));
@@ -275,13 +279,62 @@ Act make_act(int64_t m, int64_t k) {
   return a;
 }
 
-// Rates and their ratios to this run's references at the same thread count (rate counters: the
-// per-iteration amount divided by the reference rate becomes a dimensionless ratio).
-void report(benchmark::State& st, int threads, double bytes, double flop) {
+// The copy reference again, paired with a GEMV: after every kernel call the same number of bytes is copied
+// (memcpy, as BM_CopyBandwidth, rotating through 2 x 256 MiB so that it comes from memory), timed apart
+// from the call. This shared VM's bandwidth drifts by a fifth or more within seconds; a kernel and a copy
+// that alternate call by call see the same phases, so their ratio holds still where the rates do not.
+class PairedCopy {
+ public:
+  void run(size_t bytes) {
+    static LineBytes src(kSpan, 1), dst(kSpan, 2);
+    if (off_ + bytes > kSpan) off_ = 0;
+    const auto t0 = Clock::now();
+#pragma omp parallel
+    {
+      const size_t nt = size_t(omp_get_num_threads()), t = size_t(omp_get_thread_num()), c = bytes / nt;
+      std::memcpy(dst.data() + off_ + t * c, src.data() + off_ + t * c, c);
+    }
+    benchmark::ClobberMemory();
+    secs_ += std::chrono::duration<double>(Clock::now() - t0).count();
+    moved_ += 2.0 * double(bytes);  // read + write, as BM_CopyBandwidth counts
+    off_ += bytes;
+  }
+  double bps() const { return moved_ / secs_; }
+  bool empty() const { return secs_ == 0; }
+
+ private:
+  static constexpr size_t kSpan = size_t(256) << 20;
+  size_t off_ = 0;
+  double secs_ = 0, moved_ = 0;
+};
+
+// The timing loop of a kernel benchmark: call(buffer) on the pool's buffers in turn, each call timed on its
+// own (manual time). With `paired` (the GEMVs, weights from memory) every call is followed by a copy of its
+// weight bytes.
+template <class Call>
+PairedCopy time_calls(benchmark::State& st, Pool& p, bool paired, size_t bytes, Call call) {
+  PairedCopy copy;
+  for (auto _ : st) {
+    const size_t i = p.next++ % p.w.size();
+    const auto t0 = Clock::now();
+    call(i);
+    st.SetIterationTime(std::chrono::duration<double>(Clock::now() - t0).count());
+    if (paired) copy.run(bytes);
+  }
+  return copy;
+}
+
+// Rates and their ratios: vs_copy to the paired copy (GEMVs), the others to this run's references at the
+// same thread count (rate counters: the per-iteration amount divided by the reference rate becomes a
+// dimensionless ratio).
+void report(benchmark::State& st, int threads, double bytes, double flop, const PairedCopy& copy) {
   using C = benchmark::Counter;
   st.counters["GB/s"] = C(bytes * 1e-9, C::kIsIterationInvariantRate);
   st.counters["GFLOP/s"] = C(flop * 1e-9, C::kIsIterationInvariantRate);
-  if (g_copy_bps.count(threads)) st.counters["vs_copy"] = C(bytes / g_copy_bps[threads], C::kIsIterationInvariantRate);
+  if (!copy.empty()) {
+    st.counters["copy_GB/s"] = copy.bps() * 1e-9;
+    st.counters["vs_copy"] = C(bytes / copy.bps(), C::kIsIterationInvariantRate);
+  }
   if (g_read_bps.count(threads)) st.counters["vs_read"] = C(bytes / g_read_bps[threads], C::kIsIterationInvariantRate);
   if (g_fma32.count(threads)) st.counters["vs_fma32"] = C(flop / g_fma32[threads], C::kIsIterationInvariantRate);
   if (g_fma64.count(threads)) st.counters["vs_fma64"] = C(flop / g_fma64[threads], C::kIsIterationInvariantRate);
@@ -297,12 +350,12 @@ void BM_Fp8Linear(benchmark::State& st) {
   Pool p = make_pool(Data::E4m3, size_t(n * k), sbytes, 120, Hot);
   const Act a = make_act(m, k);
   std::vector<bf16> y(m * n);
-  for (auto _ : st) {
-    const size_t i = p.next++ % p.w.size();
+  const double bytes = double(n * k + int64_t(sbytes));
+  const PairedCopy copy = time_calls(st, p, m <= kGemvRows && !Hot, size_t(bytes), [&](size_t i) {
     linear_fp8(y, a.q, a.s, p.w[i], p.s[i], m, n, k);
     benchmark::DoNotOptimize(y.data());
-  }
-  report(st, threads, double(n * k + int64_t(sbytes)), 2.0 * double(m * n * k));
+  });
+  report(st, threads, bytes, 2.0 * double(m * n * k), copy);
 }
 
 template <bool Hot = false>
@@ -312,12 +365,12 @@ void BM_Fp4Linear(benchmark::State& st) {
   Pool p = make_pool(Data::Nibbles, size_t(n * k / 2), size_t(n * k / 32), 120, Hot);
   const Act a = make_act(m, k);
   std::vector<bf16> y(m * n);
-  for (auto _ : st) {
-    const size_t i = p.next++ % p.w.size();
+  const double bytes = double(n * k / 2 + n * k / 32);
+  const PairedCopy copy = time_calls(st, p, m <= kGemvRows && !Hot, size_t(bytes), [&](size_t i) {
     linear_fp4(y, a.q, a.s, p.w[i], p.s[i], m, n, k);
     benchmark::DoNotOptimize(y.data());
-  }
-  report(st, threads, double(n * k / 2 + n * k / 32), 2.0 * double(m * n * k));
+  });
+  report(st, threads, bytes, 2.0 * double(m * n * k), copy);
 }
 
 void BM_Bf16Linear(benchmark::State& st) {
@@ -325,12 +378,12 @@ void BM_Bf16Linear(benchmark::State& st) {
   const int threads = set_threads(st, 3);
   Pool p = make_pool(Data::Bf16, size_t(n * k * 2), 1, 0);
   std::vector<bf16> x(m * k, f32_to_bf16(0.5f)), y(m * n);
-  for (auto _ : st) {
-    const size_t i = p.next++ % p.w.size();
+  const double bytes = double(n * k * 2);
+  const PairedCopy copy = time_calls(st, p, m <= kGemvRows, size_t(bytes), [&](size_t i) {
     linear_bf16(y, x, std::span(reinterpret_cast<const bf16*>(p.w[i].data()), size_t(n * k)), m, n, k);
     benchmark::DoNotOptimize(y.data());
-  }
-  report(st, threads, double(n * k * 2), 2.0 * double(m * n * k));
+  });
+  report(st, threads, bytes, 2.0 * double(m * n * k), copy);
 }
 
 void BM_F32Linear(benchmark::State& st) {
@@ -338,12 +391,12 @@ void BM_F32Linear(benchmark::State& st) {
   const int threads = set_threads(st, 3);
   Pool p = make_pool(Data::Bf16, size_t(n * k * 2), 1, 0);
   std::vector<float> x(m * k, 0.5f), y(m * n);
-  for (auto _ : st) {
-    const size_t i = p.next++ % p.w.size();
+  const double bytes = double(n * k * 2);
+  const PairedCopy copy = time_calls(st, p, m <= kGemvRows, size_t(bytes), [&](size_t i) {
     linear_f32(y, x, std::span(reinterpret_cast<const bf16*>(p.w[i].data()), size_t(n * k)), m, n, k);
     benchmark::DoNotOptimize(y.data());
-  }
-  report(st, threads, double(n * k * 2), 2.0 * double(m * n * k));
+  });
+  report(st, threads, bytes, 2.0 * double(m * n * k), copy);
 }
 
 void BM_ActQuant(benchmark::State& st) {
@@ -359,9 +412,6 @@ void BM_ActQuant(benchmark::State& st) {
   st.SetItemsProcessed(int64_t(st.iterations()) * m * k);
 }
 
-// {m, n, k} shapes crossed with 1 and 2 threads.
-// Every case, for one thread count. main registers all one-thread cases before any two-thread case:
-// once OpenMP has started its second thread, that idle worker spins on the other core, which slows a
 // wo_a: the grouped bf16 einsum on FP8-stored weights, all 8 groups of n rows (one weight of 8n rows).
 void BM_WoALinear(benchmark::State& st) {
   constexpr int64_t groups = 8;
@@ -370,14 +420,16 @@ void BM_WoALinear(benchmark::State& st) {
   const size_t sbytes = size_t((rows + 127) / 128 * (k / 128));
   Pool p = make_pool(Data::E4m3, size_t(rows * k), sbytes, 120);
   std::vector<bf16> x(m * groups * k, f32_to_bf16(0.5f)), y(m * rows);
-  for (auto _ : st) {
-    const size_t i = p.next++ % p.w.size();
+  const double bytes = double(rows * k + int64_t(sbytes));
+  const PairedCopy copy = time_calls(st, p, m <= kGemvRows, size_t(bytes), [&](size_t i) {
     linear_bf16_fp8w_grouped(y, x, p.w[i], p.s[i], m, groups, n, k);
     benchmark::DoNotOptimize(y.data());
-  }
-  report(st, threads, double(rows * k + int64_t(sbytes)), 2.0 * double(m * rows * k));
+  });
+  report(st, threads, bytes, 2.0 * double(m * rows * k), copy);
 }
 
+// Every case, for one thread count. main registers all one-thread cases before any two-thread case:
+// once OpenMP has started its second thread, that idle worker spins on the other core, which slows a
 // compute-bound single thread by up to a quarter on this machine (and the runtime never has one: a rank
 // runs one thread when ranks share the cores).
 void register_all(int t) {
@@ -385,7 +437,7 @@ void register_all(int t) {
   constexpr auto ms = benchmark::kMillisecond, us = benchmark::kMicrosecond;
   const auto each = [&](auto* b, std::initializer_list<std::array<int64_t, 3>> shapes, benchmark::TimeUnit unit) {
     for (auto& x : shapes) b->Args({x[0], x[1], x[2], t});
-    b->Unit(unit)->UseRealTime();
+    b->Unit(unit)->UseManualTime();
   };
   RegisterBenchmark("BM_CopyBandwidth", BM_CopyBandwidth)->Arg(t)->Unit(ms)->UseRealTime();
   RegisterBenchmark("BM_ReadBandwidth", BM_ReadBandwidth)->Arg(t)->Unit(ms)->UseRealTime();
