@@ -155,7 +155,7 @@ void gemv_engine(const P& p) {
     alignas(64) double a[M][kGemvMaxK];
     for (int mm = 0; mm < M; ++mm)
       for (int64_t kb = 0; kb < kblocks; ++kb) p.decode_a(mm, kb, a[mm] + kb * kBlk);
-#pragma omp for schedule(static)
+#pragma omp for schedule(static) nowait
     for (int64_t g = 0; g < groups; ++g) {
       const int64_t n0 = g * R;
       int64_t rows[R];

@@ -133,7 +133,7 @@ void fp8_gemv_avx2(const Fp8Args& a) {
           for (int q = 0; q < 4; ++q)
             x[mm][c0 + 4 * j + q] = double(e4m3_to_f32(a.xq[mm * a.k + c0 + gemv_code(j, q)])) * 0x1p500;
     const __m256i mid[2] = {detail::mid_word_ctrl32(1), detail::mid_word_ctrl32(2)};
-#pragma omp for schedule(static)
+#pragma omp for schedule(static) nowait
     for (int64_t g = 0; g < groups; ++g) {
       const int64_t n0 = 4 * g;
       const uint8_t* wr[4];
@@ -282,7 +282,7 @@ void fp8_gemv(const Fp8Args& a) {
   detail::parallel_region([&] {
     alignas(64) double x[M][kGemvMaxK];
     for (int mm = 0; mm < M; ++mm) decode_activations(x[mm], a.xq + mm * a.k, a.k, t.gemv_order, 500.0);
-#pragma omp for schedule(static)
+#pragma omp for schedule(static) nowait
     for (int64_t g = 0; g < groups; ++g) {
       const int64_t n0 = 8 * g;
       const uint8_t* wr[8];

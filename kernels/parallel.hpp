@@ -14,7 +14,9 @@
 
 namespace dsv4::kernels::detail {
 
-// body() on every thread of a region (per-thread setup, then `#pragma omp for` loops inside).
+// body() on every thread of a region (per-thread setup, then `#pragma omp for` loops inside). A loop that
+// ends the body takes `nowait`: the region's end is a barrier already, and each barrier costs about 1.5 us
+// with 2 threads on the Zen 5 VM (an empty region 3.1 us, with a waiting loop inside 4.7 us).
 template <class Body>
 void parallel_region(Body&& body) {
   if (omp_get_max_threads() == 1 && !omp_in_parallel()) return body();
