@@ -82,19 +82,22 @@ double stream_rate(benchmark::State& st, double bytes, Pass pass) {
   return bytes * double(iters) / secs;
 }
 
+// The copy of the copy references: n bytes, each thread memcpy-ing its contiguous share.
+void parallel_copy(uint8_t* dst, const uint8_t* src, size_t n) {
+#pragma omp parallel
+  {
+    const size_t nt = size_t(omp_get_num_threads()), t = size_t(omp_get_thread_num()), c = n / nt;
+    std::memcpy(dst + t * c, src + t * c, c);
+  }
+  benchmark::DoNotOptimize(dst);
+  benchmark::ClobberMemory();
+}
+
 void BM_CopyBandwidth(benchmark::State& st) {
   const int threads = set_threads(st, 0);
   const size_t n = size_t(512) << 20;
-  std::vector<char> a(n, 1), b(n, 2);
-  g_copy_bps[threads] = stream_rate(st, double(2 * n), [&] {
-#pragma omp parallel
-    {
-      const size_t nt = size_t(omp_get_num_threads()), t = size_t(omp_get_thread_num()), c = n / nt;
-      std::memcpy(b.data() + t * c, a.data() + t * c, c);
-    }
-    benchmark::DoNotOptimize(b.data());
-    benchmark::ClobberMemory();
-  });
+  std::vector<uint8_t> a(n, 1), b(n, 2);
+  g_copy_bps[threads] = stream_rate(st, double(2 * n), [&] { parallel_copy(b.data(), a.data(), n); });
 }
 
 // Read-only streaming: what a weight stream can reach at best ("vs_read" of the GEMVs). Cache-line aligned
@@ -280,7 +283,7 @@ Act make_act(int64_t m, int64_t k) {
 }
 
 // The copy reference again, paired with a GEMV: after every kernel call the same number of bytes is copied
-// (memcpy, as BM_CopyBandwidth, rotating through 2 x 256 MiB so that it comes from memory), timed apart
+// (parallel_copy, as BM_CopyBandwidth, rotating through 2 x 256 MiB so that it comes from memory), timed apart
 // from the call. This shared VM's bandwidth drifts by a fifth or more within seconds; a kernel and a copy
 // that alternate call by call see the same phases, so their ratio holds still where the rates do not.
 class PairedCopy {
@@ -289,12 +292,7 @@ class PairedCopy {
     static LineBytes src(kSpan, 1), dst(kSpan, 2);
     if (off_ + bytes > kSpan) off_ = 0;
     const auto t0 = Clock::now();
-#pragma omp parallel
-    {
-      const size_t nt = size_t(omp_get_num_threads()), t = size_t(omp_get_thread_num()), c = bytes / nt;
-      std::memcpy(dst.data() + off_ + t * c, src.data() + off_ + t * c, c);
-    }
-    benchmark::ClobberMemory();
+    parallel_copy(dst.data() + off_, src.data() + off_, bytes);
     secs_ += std::chrono::duration<double>(Clock::now() - t0).count();
     moved_ += 2.0 * double(bytes);  // read + write, as BM_CopyBandwidth counts
     off_ += bytes;
