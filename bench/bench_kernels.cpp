@@ -3,12 +3,13 @@
 // benchmark takes the OpenMP thread count as its last argument (omp_set_num_threads, as the runtime does
 // per rank), and each kernel reports its efficiency with the same thread count:
 //   GEMV:  "GB/s" = weight (+ scale) bytes streamed per second; "vs_copy" = that / the copy bandwidth
-//          measured call by call alongside it ("copy_GB/s", PairedCopy; copy counts read + write bytes, as
+//          measured call by call alongside it ("copy_GB/s", Paired; copy counts read + write bytes, as
 //          STREAM does); "vs_read" = that / this run's read-only streaming bandwidth (the roof of a weight
 //          stream: one core's reads alone stay below its copy rate). Weights rotate through >= 512 MiB so
 //          the caches do not help.
-//   GEMM:  "GFLOP/s" = useful FLOP/s (2·m·n·k); "vs_fma32" / "vs_fma64" = that / this run's fp32 / fp64
-//          FMA peak (one thread's register-only FMA chains, times the thread count).
+//   GEMM:  "GFLOP/s" = useful FLOP/s (2·m·n·k); "vs_fma32" / "vs_fma64" = that / the fp32 / fp64 FMA peak
+//          (register-only FMA chains on every thread) measured call by call alongside it ("fma32_GFLOP/s",
+//          "fma64_GFLOP/s", Paired). The GEMVs' vs_fma* are against this run's BM_FmaPeak.
 // Run with --benchmark_filter to pick; the references run first (filter them in for vs_read and vs_fma*).
 // --benchmark_repetitions=N --benchmark_report_aggregates_only=true gives the median of every ratio.
 // GCC 12 reports its own _mm512_undefined_* placeholders inside intrinsics as uninitialized once
@@ -26,6 +27,7 @@
 #include <map>
 #include <new>
 #include <random>
+#include <string>
 #include <vector>
 
 #if defined(__AVX512F__) || defined(__AVX2__)
@@ -171,49 +173,54 @@ double fma_chains(V x, V y, V init, Fma fma, Sum sum, int64_t iters) {
   return s;
 }
 
+// The chains on every thread of a region, `iters` steps each; returns the FLOP done.
+template <bool F64>
+double fma_region(int64_t iters) {
+  int threads = 1;
+#pragma omp parallel
+  {
+    if (omp_get_thread_num() == 0) threads = omp_get_num_threads();
+    [[maybe_unused]] const double init = omp_get_thread_num();
+    double s = 0;
+#if defined(__AVX512F__)
+    if constexpr (F64)
+      s = fma_chains(_mm512_set1_pd(0.999999), _mm512_set1_pd(1e-9), _mm512_set1_pd(init),
+                     [](__m512d a, __m512d x, __m512d y) { return _mm512_fmadd_pd(a, x, y); },
+                     [](__m512d a) { return _mm512_reduce_add_pd(a); }, iters);
+    else
+      s = fma_chains(_mm512_set1_ps(0.999999f), _mm512_set1_ps(1e-9f), _mm512_set1_ps(float(init)),
+                     [](__m512 a, __m512 x, __m512 y) { return _mm512_fmadd_ps(a, x, y); },
+                     [](__m512 a) { return double(_mm512_reduce_add_ps(a)); }, iters);
+#elif defined(__AVX2__) && defined(__FMA__)
+    auto sum_pd = [](__m256d a) {
+      alignas(32) double v[4];
+      _mm256_store_pd(v, a);
+      return v[0] + v[1] + v[2] + v[3];
+    };
+    if constexpr (F64)
+      s = fma_chains(_mm256_set1_pd(0.999999), _mm256_set1_pd(1e-9), _mm256_set1_pd(init),
+                     [](__m256d a, __m256d x, __m256d y) { return _mm256_fmadd_pd(a, x, y); }, sum_pd, iters);
+    else
+      s = fma_chains(_mm256_set1_ps(0.999999f), _mm256_set1_ps(1e-9f), _mm256_set1_ps(float(init)),
+                     [](__m256 a, __m256 x, __m256 y) { return _mm256_fmadd_ps(a, x, y); },
+                     [&](__m256 a) { return sum_pd(_mm256_cvtps_pd(_mm256_castps256_ps128(a))); }, iters);
+#endif
+    benchmark::DoNotOptimize(s);
+  }
+  return double(threads) * double(iters) * kFmaChains * (F64 ? kVecDoubles : 2 * kVecDoubles) * 2;
+}
+
 template <bool F64>
 void BM_FmaPeak(benchmark::State& st) {
   const int threads = set_threads(st, 0);
-  const int64_t iters = 1 << 22;
-  const double flops = double(threads) * double(iters) * kFmaChains * (F64 ? kVecDoubles : 2 * kVecDoubles) * 2;
-  double secs = 0;
-  int64_t runs = 0;
+  double secs = 0, flop = 0;
   for (auto _ : st) {
     const auto t0 = Clock::now();
-#pragma omp parallel
-    {
-      [[maybe_unused]] const double init = omp_get_thread_num();
-      double s = 0;
-#if defined(__AVX512F__)
-      if constexpr (F64)
-        s = fma_chains(_mm512_set1_pd(0.999999), _mm512_set1_pd(1e-9), _mm512_set1_pd(init),
-                       [](__m512d a, __m512d x, __m512d y) { return _mm512_fmadd_pd(a, x, y); },
-                       [](__m512d a) { return _mm512_reduce_add_pd(a); }, iters);
-      else
-        s = fma_chains(_mm512_set1_ps(0.999999f), _mm512_set1_ps(1e-9f), _mm512_set1_ps(float(init)),
-                       [](__m512 a, __m512 x, __m512 y) { return _mm512_fmadd_ps(a, x, y); },
-                       [](__m512 a) { return double(_mm512_reduce_add_ps(a)); }, iters);
-#elif defined(__AVX2__) && defined(__FMA__)
-      auto sum_pd = [](__m256d a) {
-        alignas(32) double v[4];
-        _mm256_store_pd(v, a);
-        return v[0] + v[1] + v[2] + v[3];
-      };
-      if constexpr (F64)
-        s = fma_chains(_mm256_set1_pd(0.999999), _mm256_set1_pd(1e-9), _mm256_set1_pd(init),
-                       [](__m256d a, __m256d x, __m256d y) { return _mm256_fmadd_pd(a, x, y); }, sum_pd, iters);
-      else
-        s = fma_chains(_mm256_set1_ps(0.999999f), _mm256_set1_ps(1e-9f), _mm256_set1_ps(float(init)),
-                       [](__m256 a, __m256 x, __m256 y) { return _mm256_fmadd_ps(a, x, y); },
-                       [&](__m256 a) { return sum_pd(_mm256_cvtps_pd(_mm256_castps256_ps128(a))); }, iters);
-#endif
-      benchmark::DoNotOptimize(s);
-    }
+    flop += fma_region<F64>(int64_t(1) << 22);
     secs += std::chrono::duration<double>(Clock::now() - t0).count();
-    ++runs;
   }
-  (F64 ? g_fma64 : g_fma32)[threads] = flops * double(runs) / secs;
-  st.counters["GFLOP/s"] = benchmark::Counter(flops * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+  (F64 ? g_fma64 : g_fma32)[threads] = flop / secs;
+  st.counters["GFLOP/s"] = flop * 1e-9 / secs;
 }
 
 // Weight pools big enough to defeat the caches; one buffer per iteration in turn. Weight buffers start on a
@@ -282,60 +289,87 @@ Act make_act(int64_t m, int64_t k) {
   return a;
 }
 
-// The copy reference again, paired with a GEMV: after every kernel call the same number of bytes is copied
-// (parallel_copy, as BM_CopyBandwidth, rotating through 2 x 256 MiB so that it comes from memory), timed apart
-// from the call. This shared VM's bandwidth drifts by a fifth or more within seconds; a kernel and a copy
-// that alternate call by call see the same phases, so their ratio holds still where the rates do not.
-class PairedCopy {
+// The references again, paired with a kernel call by call and timed apart from it. This shared VM's
+// bandwidth drifts by a fifth or more within seconds, and its compute speed by up to a quarter (other
+// guests on the host); a kernel and a reference that alternate call by call see the same phases, so
+// their ratio holds still where the rates do not.
+// - GEMVs (weights from memory): after every call the same number of bytes is copied (parallel_copy, as
+//   BM_CopyBandwidth, rotating through 2 x 256 MiB so that it comes from memory).
+// - GEMMs: after every call both FMA peaks run for a short while (fma_region, as BM_FmaPeak).
+enum class Pair { None, Copy, Fma };
+class Paired {
  public:
-  void run(size_t bytes) {
-    static LineBytes src(kSpan, 1), dst(kSpan, 2);
-    if (off_ + bytes > kSpan) off_ = 0;
-    const auto t0 = Clock::now();
-    parallel_copy(dst.data() + off_, src.data() + off_, bytes);
-    secs_ += std::chrono::duration<double>(Clock::now() - t0).count();
-    moved_ += 2.0 * double(bytes);  // read + write, as BM_CopyBandwidth counts
-    off_ += bytes;
+  void run(Pair what, size_t bytes) {
+    if (what == Pair::Copy) {
+      static LineBytes src(kSpan, 1), dst(kSpan, 2);
+      if (off_ + bytes > kSpan) off_ = 0;
+      timed(copy_, [&] { parallel_copy(dst.data() + off_, src.data() + off_, bytes); });
+      copy_.amount += 2.0 * double(bytes);  // read + write, as BM_CopyBandwidth counts
+      off_ += bytes;
+    } else if (what == Pair::Fma) {
+      // About a millisecond of each (1/20 to 1/5 of a GEMM call): a region's fork and join stay below 1%.
+      constexpr int64_t kIters = int64_t(1) << 18;
+      timed(fma64_, [&] { fma64_.amount += fma_region<true>(kIters); });
+      timed(fma32_, [&] { fma32_.amount += fma_region<false>(kIters); });
+    }
   }
-  double bps() const { return moved_ / secs_; }
-  bool empty() const { return secs_ == 0; }
+  // Rates per second; 0 when nothing of the kind ran.
+  double copy_bps() const { return copy_.rate(); }
+  double fma64() const { return fma64_.rate(); }
+  double fma32() const { return fma32_.rate(); }
 
  private:
+  struct Tally {
+    double secs = 0, amount = 0;
+    double rate() const { return secs > 0 ? amount / secs : 0; }
+  };
+  template <class F>
+  static void timed(Tally& t, F f) {
+    const auto t0 = Clock::now();
+    f();
+    t.secs += std::chrono::duration<double>(Clock::now() - t0).count();
+  }
   static constexpr size_t kSpan = size_t(256) << 20;
   size_t off_ = 0;
-  double secs_ = 0, moved_ = 0;
+  Tally copy_, fma64_, fma32_;
 };
 
 // The timing loop of a kernel benchmark: call(buffer) on the pool's buffers in turn, each call timed on its
-// own (manual time). With `paired` (the GEMVs, weights from memory) every call is followed by a copy of its
-// weight bytes.
+// own (manual time) and followed by its paired reference. Batches up to kGemvRows rows stream their weights
+// (a copy is their reference), more rows are GEMMs (the FMA peaks are); cache-resident runs take none.
 template <class Call>
-PairedCopy time_calls(benchmark::State& st, Pool& p, bool paired, size_t bytes, Call call) {
-  PairedCopy copy;
+Paired time_calls(benchmark::State& st, Pool& p, int64_t m, bool hot, size_t bytes, Call call) {
+  const Pair what = hot ? Pair::None : m <= kGemvRows ? Pair::Copy : Pair::Fma;
+  Paired ref;
   for (auto _ : st) {
     const size_t i = p.next++ % p.w.size();
     const auto t0 = Clock::now();
     call(i);
     st.SetIterationTime(std::chrono::duration<double>(Clock::now() - t0).count());
-    if (paired) copy.run(bytes);
+    ref.run(what, bytes);
   }
-  return copy;
+  return ref;
 }
 
-// Rates and their ratios: vs_copy to the paired copy (GEMVs), the others to this run's references at the
-// same thread count (rate counters: the per-iteration amount divided by the reference rate becomes a
+// Rates and their ratios: to the paired references where the call had them, else to this run's references
+// at the same thread count (rate counters: the per-iteration amount divided by the reference rate becomes a
 // dimensionless ratio).
-void report(benchmark::State& st, int threads, double bytes, double flop, const PairedCopy& copy) {
+void report(benchmark::State& st, int threads, double bytes, double flop, const Paired& ref) {
   using C = benchmark::Counter;
   st.counters["GB/s"] = C(bytes * 1e-9, C::kIsIterationInvariantRate);
   st.counters["GFLOP/s"] = C(flop * 1e-9, C::kIsIterationInvariantRate);
-  if (!copy.empty()) {
-    st.counters["copy_GB/s"] = copy.bps() * 1e-9;
-    st.counters["vs_copy"] = C(bytes / copy.bps(), C::kIsIterationInvariantRate);
+  if (ref.copy_bps() > 0) {
+    st.counters["copy_GB/s"] = ref.copy_bps() * 1e-9;
+    st.counters["vs_copy"] = C(bytes / ref.copy_bps(), C::kIsIterationInvariantRate);
   }
   if (g_read_bps.count(threads)) st.counters["vs_read"] = C(bytes / g_read_bps[threads], C::kIsIterationInvariantRate);
-  if (g_fma32.count(threads)) st.counters["vs_fma32"] = C(flop / g_fma32[threads], C::kIsIterationInvariantRate);
-  if (g_fma64.count(threads)) st.counters["vs_fma64"] = C(flop / g_fma64[threads], C::kIsIterationInvariantRate);
+  const auto vs_fma = [&](const char* name, double paired, std::map<int, double>& run_ref) {
+    if (paired > 0) st.counters[std::string(name) + "_GFLOP/s"] = paired * 1e-9;
+    const double peak = paired > 0 ? paired : run_ref.count(threads) ? run_ref[threads] : 0;
+    if (peak > 0) st.counters[std::string("vs_") + name] = C(flop / peak, C::kIsIterationInvariantRate);
+  };
+  vs_fma("fma32", ref.fma32(), g_fma32);
+  vs_fma("fma64", ref.fma64(), g_fma64);
 }
 
 // Args {m, n (out), k (in), threads}.
@@ -349,11 +383,11 @@ void BM_Fp8Linear(benchmark::State& st) {
   const Act a = make_act(m, k);
   std::vector<bf16> y(m * n);
   const double bytes = double(n * k + int64_t(sbytes));
-  const PairedCopy copy = time_calls(st, p, m <= kGemvRows && !Hot, size_t(bytes), [&](size_t i) {
+  const Paired ref = time_calls(st, p, m, Hot, size_t(bytes), [&](size_t i) {
     linear_fp8(y, a.q, a.s, p.w[i], p.s[i], m, n, k);
     benchmark::DoNotOptimize(y.data());
   });
-  report(st, threads, bytes, 2.0 * double(m * n * k), copy);
+  report(st, threads, bytes, 2.0 * double(m * n * k), ref);
 }
 
 template <bool Hot = false>
@@ -364,11 +398,11 @@ void BM_Fp4Linear(benchmark::State& st) {
   const Act a = make_act(m, k);
   std::vector<bf16> y(m * n);
   const double bytes = double(n * k / 2 + n * k / 32);
-  const PairedCopy copy = time_calls(st, p, m <= kGemvRows && !Hot, size_t(bytes), [&](size_t i) {
+  const Paired ref = time_calls(st, p, m, Hot, size_t(bytes), [&](size_t i) {
     linear_fp4(y, a.q, a.s, p.w[i], p.s[i], m, n, k);
     benchmark::DoNotOptimize(y.data());
   });
-  report(st, threads, bytes, 2.0 * double(m * n * k), copy);
+  report(st, threads, bytes, 2.0 * double(m * n * k), ref);
 }
 
 void BM_Bf16Linear(benchmark::State& st) {
@@ -377,11 +411,11 @@ void BM_Bf16Linear(benchmark::State& st) {
   Pool p = make_pool(Data::Bf16, size_t(n * k * 2), 1, 0);
   std::vector<bf16> x(m * k, f32_to_bf16(0.5f)), y(m * n);
   const double bytes = double(n * k * 2);
-  const PairedCopy copy = time_calls(st, p, m <= kGemvRows, size_t(bytes), [&](size_t i) {
+  const Paired ref = time_calls(st, p, m, false, size_t(bytes), [&](size_t i) {
     linear_bf16(y, x, std::span(reinterpret_cast<const bf16*>(p.w[i].data()), size_t(n * k)), m, n, k);
     benchmark::DoNotOptimize(y.data());
   });
-  report(st, threads, bytes, 2.0 * double(m * n * k), copy);
+  report(st, threads, bytes, 2.0 * double(m * n * k), ref);
 }
 
 void BM_F32Linear(benchmark::State& st) {
@@ -390,11 +424,11 @@ void BM_F32Linear(benchmark::State& st) {
   Pool p = make_pool(Data::Bf16, size_t(n * k * 2), 1, 0);
   std::vector<float> x(m * k, 0.5f), y(m * n);
   const double bytes = double(n * k * 2);
-  const PairedCopy copy = time_calls(st, p, m <= kGemvRows, size_t(bytes), [&](size_t i) {
+  const Paired ref = time_calls(st, p, m, false, size_t(bytes), [&](size_t i) {
     linear_f32(y, x, std::span(reinterpret_cast<const bf16*>(p.w[i].data()), size_t(n * k)), m, n, k);
     benchmark::DoNotOptimize(y.data());
   });
-  report(st, threads, bytes, 2.0 * double(m * n * k), copy);
+  report(st, threads, bytes, 2.0 * double(m * n * k), ref);
 }
 
 void BM_ActQuant(benchmark::State& st) {
@@ -419,11 +453,11 @@ void BM_WoALinear(benchmark::State& st) {
   Pool p = make_pool(Data::E4m3, size_t(rows * k), sbytes, 120);
   std::vector<bf16> x(m * groups * k, f32_to_bf16(0.5f)), y(m * rows);
   const double bytes = double(rows * k + int64_t(sbytes));
-  const PairedCopy copy = time_calls(st, p, m <= kGemvRows, size_t(bytes), [&](size_t i) {
+  const Paired ref = time_calls(st, p, m, false, size_t(bytes), [&](size_t i) {
     linear_bf16_fp8w_grouped(y, x, p.w[i], p.s[i], m, groups, n, k);
     benchmark::DoNotOptimize(y.data());
   });
-  report(st, threads, bytes, 2.0 * double(m * rows * k), copy);
+  report(st, threads, bytes, 2.0 * double(m * rows * k), ref);
 }
 
 // Every case, for one thread count. main registers all one-thread cases before any two-thread case:
