@@ -59,8 +59,9 @@ using LineBytes = std::vector<uint8_t, LineAligned<uint8_t>>;
 // Reference rates measured in this run, per thread count: bytes/s and FLOP/s.
 std::map<int, double> g_copy_bps, g_read_bps, g_fma32, g_fma64;
 
-// Batches up to this many rows are decode batches: the benchmarks below treat them as weight streams.
-constexpr int64_t kGemvRows = 4;
+// Batches up to this many rows are decode batches (one rank's share of a decode step): the benchmarks below
+// treat them as weight streams, larger ones as GEMMs.
+constexpr int64_t kDecodeRows = 4;
 
 int set_threads(benchmark::State& st, int arg) {
   const int t = int(st.range(arg));
@@ -303,8 +304,10 @@ class Paired {
     if (what == Pair::Copy) {
       static LineBytes src(kSpan, 1), dst(kSpan, 2);
       if (off_ + bytes > kSpan) off_ = 0;
-      timed(copy_, [&] { parallel_copy(dst.data() + off_, src.data() + off_, bytes); });
-      copy_.amount += 2.0 * double(bytes);  // read + write, as BM_CopyBandwidth counts
+      timed(copy_, [&] {
+        parallel_copy(dst.data() + off_, src.data() + off_, bytes);
+        copy_.amount += 2.0 * double(bytes);  // read + write, as BM_CopyBandwidth counts
+      });
       off_ += bytes;
     } else if (what == Pair::Fma) {
       // About 0.6 ms of each here (a GEMM call takes 4-140 ms): a region's fork and join (~4 us) stay below 1%.
@@ -335,11 +338,11 @@ class Paired {
 };
 
 // The timing loop of a kernel benchmark: call(buffer) on the pool's buffers in turn, each call timed on its
-// own (manual time) and followed by its paired reference. Batches up to kGemvRows rows stream their weights
+// own (manual time) and followed by its paired reference. Batches up to kDecodeRows rows stream their weights
 // (a copy is their reference), more rows are GEMMs (the FMA peaks are); cache-resident runs take none.
 template <class Call>
 Paired time_calls(benchmark::State& st, Pool& p, int64_t m, bool hot, size_t bytes, Call call) {
-  const Pair what = hot ? Pair::None : m <= kGemvRows ? Pair::Copy : Pair::Fma;
+  const Pair what = hot ? Pair::None : m <= kDecodeRows ? Pair::Copy : Pair::Fma;
   Paired ref;
   for (auto _ : st) {
     const size_t i = p.next++ % p.w.size();
