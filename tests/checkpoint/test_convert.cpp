@@ -16,7 +16,7 @@
 #include "ckpt_test_util.hpp"
 #include "plan/ir.hpp"
 #include "plan/weights_file.hpp"
-#include "runtime/npy.hpp"
+#include "runtime/io/npy.hpp"
 
 namespace dsv4::test {
 namespace {

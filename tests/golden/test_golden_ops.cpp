@@ -18,7 +18,7 @@
 #include "kernels/moe.hpp"
 #include "kernels/norm_rope.hpp"
 #include "kernels/quant.hpp"
-#include "runtime/npy.hpp"
+#include "runtime/io/npy.hpp"
 
 namespace dsv4 {
 namespace {

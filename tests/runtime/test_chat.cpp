@@ -4,8 +4,8 @@
 #include <vector>
 
 #include "plan/error.hpp"
-#include "runtime/chat.hpp"
-#include "runtime/tokenizer.hpp"
+#include "runtime/text/chat.hpp"
+#include "runtime/text/tokenizer.hpp"
 
 namespace {
 

@@ -5,8 +5,8 @@
 #include <vector>
 
 #include "plan/error.hpp"
-#include "runtime/kv_cache.hpp"
-#include "runtime/metadata.hpp"
+#include "runtime/engine/kv_cache.hpp"
+#include "runtime/engine/metadata.hpp"
 
 namespace {
 

@@ -1,4 +1,4 @@
-#include "runtime/metadata.hpp"
+#include "runtime/engine/metadata.hpp"
 
 #include <algorithm>
 #include <string>

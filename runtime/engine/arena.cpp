@@ -1,4 +1,4 @@
-#include "runtime/arena.hpp"
+#include "runtime/engine/arena.hpp"
 
 #include <sys/mman.h>
 

@@ -1,4 +1,4 @@
-#include "runtime/eval.hpp"
+#include "runtime/cli/eval.hpp"
 
 #include <sys/resource.h>
 
@@ -16,8 +16,9 @@
 #include "model.hpp"
 #include "plan.hpp"
 #include "plan/error.hpp"
-#include "runtime/engine.hpp"
-#include "runtime/npy.hpp"
+#include "runtime/cli/commands.hpp"
+#include "runtime/engine/engine.hpp"
+#include "runtime/io/npy.hpp"
 
 namespace dsv4 {
 namespace {
@@ -415,3 +416,52 @@ int run_eval(const Comm& comm, const EvalOptions& opt) {
 }
 
 }  // namespace dsv4
+
+namespace dsv4::cli {
+
+Subcommand add_eval(CLI::App& app) {
+  struct Opt {
+    EvalOptions ev;
+    std::vector<std::string> ids, forced, logits, tokens;
+    int threads = 0;
+  };
+  auto o = std::make_shared<Opt>();
+  EvalOptions& ev = o->ev;
+  auto* c = app.add_subcommand("eval", "teacher-forced prefill + decode of one or more prompts, logits to .npy (run under mpirun for several ranks)");
+  c->add_option("-w,--weights", ev.weights, "converted weights folder")->required();
+  c->add_option("--input-ids", o->ids, "prompt token ids (.npy int32/int64 [L]); repeat for several requests")->required();
+  c->add_option("--forced-tokens", o->forced, "tokens fed at decode steps (.npy [N]: N-1 steps, step i feeds tokens[i-1]); none or one per request (- for greedy)");
+  c->add_option("--decode-steps", ev.decode_steps, "greedy decode steps without --forced-tokens (default 16)");
+  c->add_option("--logits-out", o->logits, "float32 logits [1 + steps, vocab] (.npy); one per request")->required();
+  c->add_option("--tokens-out", o->tokens, "greedy tokens (.npy int32); none or one per request");
+  c->add_option("--chunk", ev.chunk, "prefill chunk length (default: max_tokens_per_step)");
+  c->add_option("--assign", ev.assign, "requests to DP ranks: rr (request i -> rank i % ranks, default) or tokens (balance tokens)");
+  c->add_option("--step-logits-out", ev.step_logits_out, "folder: full logits rows of every step, per rank (step-S-rank-R.npy)");
+  c->add_option("--trace-out", ev.trace_out, "write every op output per step, named as the golden dumps (one request)");
+  c->add_option("--inject-from", ev.inject_from, "golden dump folder: replace each layer's input with its value (one request)");
+  c->add_option("--prefix", ev.prefix, "step folder prefix for --trace-out / --inject-from (e.g. len7_)");
+  c->add_flag("--inject-ops", ev.inject_ops, "inject every dumped op output (op-level checks), not only layer inputs");
+  c->add_flag("--checksums", ev.verify_checksums, "verify weight checksums at start-up");
+  c->add_option("--report-json", ev.report_json, "timing report (TTFT, tokens/s, collective share, memory) as JSON");
+  c->add_option("--threads", o->threads, "kernel threads per rank (default: cores / ranks on the node)");
+  return {c, [o](ProcessArgs args) {
+            return on_ranks(args, o->threads, [&](const Comm& comm) {
+              EvalOptions ev = o->ev;
+              const size_t n = o->ids.size();
+              auto one_per_request = [&](const std::vector<std::string>& v, const char* opt, bool optional) {
+                if (v.size() != n && !(optional && v.empty()))
+                  throw Error(std::string(opt) + ": " + std::to_string(v.size()) + " given for " + std::to_string(n) +
+                              " --input-ids (expected " + (optional ? "none or " : "") + "one per request)");
+              };
+              one_per_request(o->forced, "--forced-tokens", true);
+              one_per_request(o->logits, "--logits-out", false);
+              one_per_request(o->tokens, "--tokens-out", true);
+              for (size_t i = 0; i < n; ++i)
+                ev.requests.push_back({o->ids[i], o->forced.empty() || o->forced[i] == "-" ? "" : o->forced[i],
+                                       o->logits[i], o->tokens.empty() ? "" : o->tokens[i]});
+              return run_eval(comm, ev);
+            });
+          }};
+}
+
+}  // namespace dsv4::cli

@@ -1,4 +1,6 @@
-#include "runtime/plan_info.hpp"
+#include "runtime/cli/info.hpp"
+
+#include <memory>
 
 #include <cinttypes>
 #include <cstdio>
@@ -9,6 +11,7 @@
 #include "model.hpp"
 #include "plan.hpp"
 #include "plan/config.hpp"
+#include "runtime/cli/commands.hpp"
 #include "weights.hpp"
 
 namespace dsv4 {
@@ -102,3 +105,18 @@ std::string plan_info_text(const nlohmann::ordered_json& j) {
 }
 
 }  // namespace dsv4
+
+namespace dsv4::cli {
+
+Subcommand add_info(CLI::App& app) {
+  auto json = std::make_shared<bool>(false);
+  auto* c = app.add_subcommand("info", "print the built-in config, plan hash, bytes per rank, ops per layer kind");
+  c->add_flag("--json", *json, "print as JSON");
+  return {c, [json](ProcessArgs) {
+            const auto j = plan_info();
+            std::fputs(*json ? (j.dump(2) + "\n").c_str() : plan_info_text(j).c_str(), stdout);
+            return 0;
+          }};
+}
+
+}  // namespace dsv4::cli

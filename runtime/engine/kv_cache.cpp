@@ -1,4 +1,4 @@
-#include "runtime/kv_cache.hpp"
+#include "runtime/engine/kv_cache.hpp"
 
 #include <algorithm>
 #include <limits>

@@ -1,4 +1,4 @@
-#include "runtime/weight_store.hpp"
+#include "runtime/engine/weight_store.hpp"
 
 #include <fcntl.h>
 #include <sys/mman.h>

@@ -1,4 +1,4 @@
-#include "runtime/comm.hpp"
+#include "runtime/engine/comm.hpp"
 
 #include <mpi.h>
 #include <omp.h>

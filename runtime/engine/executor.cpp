@@ -1,4 +1,4 @@
-#include "runtime/executor.hpp"
+#include "runtime/engine/executor.hpp"
 
 #include <algorithm>
 #include <cmath>

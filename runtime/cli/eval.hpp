@@ -13,7 +13,7 @@
 #include <string>
 #include <vector>
 
-#include "runtime/comm.hpp"
+#include "runtime/engine/comm.hpp"
 
 namespace dsv4 {
 

@@ -6,12 +6,12 @@
 #include <span>
 #include <string>
 
-#include "runtime/arena.hpp"
-#include "runtime/comm.hpp"
-#include "runtime/executor.hpp"
-#include "runtime/kv_cache.hpp"
-#include "runtime/metadata.hpp"
-#include "runtime/weight_store.hpp"
+#include "runtime/engine/arena.hpp"
+#include "runtime/engine/comm.hpp"
+#include "runtime/engine/executor.hpp"
+#include "runtime/engine/kv_cache.hpp"
+#include "runtime/engine/metadata.hpp"
+#include "runtime/engine/weight_store.hpp"
 
 namespace dsv4 {
 

@@ -1,4 +1,4 @@
-#include "runtime/chat.hpp"
+#include "runtime/text/chat.hpp"
 
 #include "plan/error.hpp"
 

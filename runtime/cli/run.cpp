@@ -1,4 +1,4 @@
-#include "runtime/generate.hpp"
+#include "runtime/cli/run.hpp"
 
 #include <sys/resource.h>
 
@@ -14,9 +14,10 @@
 #include "layout.hpp"
 #include "model.hpp"
 #include "plan/error.hpp"
-#include "runtime/chat.hpp"
-#include "runtime/engine.hpp"
-#include "runtime/tokenizer.hpp"
+#include "runtime/cli/commands.hpp"
+#include "runtime/text/chat.hpp"
+#include "runtime/engine/engine.hpp"
+#include "runtime/text/tokenizer.hpp"
 
 namespace dsv4 {
 namespace {
@@ -388,3 +389,31 @@ int run_generate(const Comm& comm, const GenerateOptions& opt) {
 }
 
 }  // namespace dsv4
+
+namespace dsv4::cli {
+
+Subcommand add_run(CLI::App& app) {
+  struct Opt {
+    GenerateOptions gen;
+    int threads = 0;
+  };
+  auto o = std::make_shared<Opt>();
+  GenerateOptions& g = o->gen;
+  auto* c = app.add_subcommand("run", "generate text for chat prompts (the main job; run under mpirun with the plan's ranks)");
+  c->add_option("-w,--weights", g.weights, "converted weights folder")->required();
+  c->add_option("--prompt", g.prompts, "user message (one request each; repeat for several)");
+  c->add_option("--prompts-file", g.prompts_file, "more user messages, one per line");
+  c->add_option("--max-new-tokens", g.max_new_tokens, "tokens to generate per request (default 64)");
+  c->add_option("--temperature", g.temperature, "sampling temperature, 0 = argmax (default 0.6)");
+  c->add_option("--seed", g.seed, "sampling seed (default 33377335)");
+  c->add_flag("--thinking", g.thinking, "thinking mode: the prompt ends with <think> instead of </think>");
+  c->add_option("--json-report", g.json_report, "timing report and per-request outputs as JSON");
+  c->add_option("--tokenizer", g.tokenizer, "tokenizer.json or its folder (default: <weights>/tokenizer.json, else data/tokenizer)");
+  c->add_flag("--checksums", g.verify_checksums, "verify weight checksums at start-up");
+  c->add_option("--threads", o->threads, "kernel threads per rank (default: cores / ranks on the node)");
+  return {c, [o](ProcessArgs args) {
+            return on_ranks(args, o->threads, [&](const Comm& comm) { return run_generate(comm, o->gen); });
+          }};
+}
+
+}  // namespace dsv4::cli

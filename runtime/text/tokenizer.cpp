@@ -1,4 +1,4 @@
-#include "runtime/tokenizer.hpp"
+#include "runtime/text/tokenizer.hpp"
 
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include <pcre2.h>

@@ -8,10 +8,10 @@
 #include <vector>
 
 #include "kernels/numerics.hpp"
-#include "runtime/arena.hpp"
-#include "runtime/comm.hpp"
-#include "runtime/metadata.hpp"
-#include "runtime/weight_store.hpp"
+#include "runtime/engine/arena.hpp"
+#include "runtime/engine/comm.hpp"
+#include "runtime/engine/metadata.hpp"
+#include "runtime/engine/weight_store.hpp"
 
 namespace dsv4 {
 

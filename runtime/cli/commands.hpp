@@ -1,0 +1,38 @@
+// The `dsv4` command line: one file per subcommand. Each add_<name>() declares its subcommand's options
+// on the app and returns the function that runs it once parsed; main() only dispatches.
+#pragma once
+#include <CLI/CLI.hpp>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "runtime/engine/comm.hpp"
+
+namespace dsv4::cli {
+
+// MPI_Init needs the process's argc/argv.
+struct ProcessArgs {
+  int* argc;
+  char*** argv;
+};
+
+struct Subcommand {
+  CLI::App* app;                           // the parsed subcommand, if it was given
+  std::function<int(ProcessArgs)> run;     // returns the exit code; errors are thrown as dsv4::Error
+};
+
+// Plan-only and checkpoint commands (one process, no MPI).
+Subcommand add_info(CLI::App& app);
+Subcommand add_synth(CLI::App& app);
+Subcommand add_convert(CLI::App& app);
+Subcommand add_check(CLI::App& app);
+Subcommand add_check_hf(CLI::App& app);
+// Engine commands (every rank of the job runs them in lockstep).
+Subcommand add_eval(CLI::App& app);
+Subcommand add_run(CLI::App& app);
+
+// Starts MPI, checks the job's rank count against the plan, sets the kernel threads and runs `body` on
+// every rank; an error on any rank ends the whole job (MPI_Abort), so no rank waits in a collective.
+int on_ranks(ProcessArgs args, int threads, const std::function<int(const Comm&)>& body);
+
+}  // namespace dsv4::cli
