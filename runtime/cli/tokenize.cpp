@@ -58,7 +58,10 @@ ojson parse_line(const std::string& line) {
   try {
     return ojson::parse(line);
   } catch (const ojson::parse_error& e) {
-    throw Error(std::string("invalid JSON: ") + e.what());
+    // what() reads "[json.exception.parse_error.101] parse error at line 1, column 15: ..."; the line is ours.
+    const std::string w = e.what();
+    const size_t at = w.find("column ");
+    throw Error("invalid JSON at " + (at == std::string::npos ? w : w.substr(at)));
   }
 }
 
@@ -126,7 +129,7 @@ Subcommand add_tokenize(CLI::App& app) {
   struct Opt {
     TextSource src;
     std::string prompt;
-    bool chat = false, thinking = false, json = false;
+    bool chat = false, thinking = false, json = false, render = false;
   };
   auto o = std::make_shared<Opt>();
   auto* c = app.add_subcommand("tokenize", "text or chat messages -> token ids (no MPI, no weights)");
@@ -134,6 +137,7 @@ Subcommand add_tokenize(CLI::App& app) {
   c->add_flag("--chat", o->chat, "render the text as one user message through the V4 chat encoding first");
   c->add_flag("--thinking", o->thinking, "with --chat (and JSONL items without \"thinking\"): thinking mode");
   c->add_flag("--json", o->json, "print the ids of -p as a JSON array (default: comma-separated)");
+  c->add_flag("--render", o->render, "print the text that would be tokenized (the chat-encoded prompt) instead of ids");
   add_source_options(c, o->src);
   c->footer(
       "JSONL items: a JSON string (text; with --chat one user message), or an object {\"messages\": [OpenAI-format "
@@ -142,6 +146,20 @@ Subcommand add_tokenize(CLI::App& app) {
   return {c, [o, c](ProcessArgs) {
             if (o->src.jsonl.empty() == (c->count("--prompt") == 0))
               throw Error("tokenize: give exactly one of -p TEXT or --jsonl FILE");
+            if (o->render) {  // no tokenizer needed
+              Out out;
+              if (o->src.jsonl.empty()) {
+                out.buf = item_text(ojson(o->prompt), o->chat, o->thinking) + "\n";
+                out.flush();
+                return 0;
+              }
+              for_each_line(o->src.jsonl, [&](const std::string& line) {
+                out.buf += ojson(item_text(parse_line(line), o->chat, o->thinking)).dump() + "\n";
+                out.flush_if_full();
+              });
+              out.flush();
+              return 0;
+            }
             const Tokenizer tok = load_tokenizer(o->src);
             Out out;
             if (o->src.jsonl.empty()) {

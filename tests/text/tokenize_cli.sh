@@ -39,11 +39,11 @@ expect detok_jsonl '"你好"
 "<｜begin▁of▁sentence｜><｜User｜>介绍下北京故宫<｜Assistant｜></think>"' "$("$bin" detokenize --jsonl "$dir/ids.jsonl" | head -2)"
 
 printf '"ok"\n{"messages": [\n' >"$dir/bad_json.jsonl"
-expect_error bad_json_line "line 2: invalid JSON" "$bin" tokenize --jsonl "$dir/bad_json.jsonl"
+expect_error bad_json_line "line 2: invalid JSON at column 15" "$bin" tokenize --jsonl "$dir/bad_json.jsonl"
 printf '"ok"\n"ok"\n{"messages": [{"role": "robot", "content": "x"}]}\n' >"$dir/bad_role.jsonl"
 expect_error bad_role "line 3: chat message 0: field 'role'" "$bin" tokenize --jsonl "$dir/bad_role.jsonl"
 printf '"\xff"\n' >"$dir/bad_utf8.jsonl"
-expect_error bad_utf8_line "line 1: invalid JSON" "$bin" tokenize --jsonl "$dir/bad_utf8.jsonl"
+expect_error bad_utf8_line "line 1: invalid JSON at column 2" "$bin" tokenize --jsonl "$dir/bad_utf8.jsonl"
 expect_error bad_utf8_prompt "UTF-8" "$bin" tokenize -p $'\xff'
 expect_error id_out_of_vocab "outside the vocabulary" "$bin" detokenize -i 1,129280
 expect_error id_negative "outside the vocabulary" "$bin" detokenize -i -1
