@@ -146,6 +146,8 @@ Subcommand add_tokenize(CLI::App& app) {
   return {c, [o, c](ProcessArgs) {
             if (o->src.jsonl.empty() == (c->count("--prompt") == 0))
               throw Error("tokenize: give exactly one of -p TEXT or --jsonl FILE");
+            if (o->thinking && !o->chat && o->src.jsonl.empty())
+              throw Error("tokenize: --thinking applies to chat rendering; add --chat");
             if (o->render) {  // no tokenizer needed
               Out out;
               if (o->src.jsonl.empty()) {

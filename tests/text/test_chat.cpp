@@ -209,8 +209,6 @@ TEST(ChatParse, ReasoningContentAndToolCalls) {
 TEST(ChatParse, RoundTripsTheEncodersAssistantTurn) {
   const char* m = R"([{"role":"user","content":"Q"},{"role":"assistant","content":"C","reasoning_content":"R",
     "tool_calls":[{"function":{"name":"f","arguments":"{\"a\": \"x\", \"b\": {\"c\": [1, null]}}"}}]}])";
-  ChatOptions o;
-  o.mode = ThinkingMode::Thinking;
   const std::string s = enc(m, ThinkingMode::Thinking);
   const std::string head = B + Us + "Q" + As + "<think>";
   ASSERT_EQ(s.substr(0, head.size()), head);

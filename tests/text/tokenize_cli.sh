@@ -32,6 +32,11 @@ expect jsonl "[30594]
 [0,128803,30594,128804,128821,36101,128822,7624,1,128803,30594,128804,128821]" "$("$bin" tokenize --jsonl "$dir/in.jsonl")"
 expect jsonl_stdin_chat "[0,128803,30594,128804,128822]" "$(echo '"你好"' | "$bin" tokenize --jsonl - --chat)"
 
+expect render "<｜begin▁of▁sentence｜><｜User｜>Hi<｜Assistant｜></think>" "$("$bin" tokenize -p Hi --chat --render)"
+echo '{"messages": [{"role": "user", "content": "Q"}], "tools": [{"type": "function", "function": {"name": "f"}}]}' >"$dir/tools.jsonl"
+expect render_tools_head '"<｜begin▁of▁sentence｜>\n\n## Tools' "$("$bin" tokenize --render --jsonl "$dir/tools.jsonl" | cut -c1-42)"
+expect render_tools_schema 1 "$("$bin" tokenize --render --jsonl "$dir/tools.jsonl" | grep -cF '{\"name\": \"f\"}\\n\\nYou MUST')"
+
 expect detok "<｜User｜>你好<｜Assistant｜>" "$("$bin" detokenize -i 128803,30594,128804)"
 expect detok_skip "你好答案" "$("$bin" detokenize -i 0,30594,7624,1 --skip-special)"
 "$bin" tokenize --jsonl "$dir/in.jsonl" >"$dir/ids.jsonl"
@@ -51,5 +56,6 @@ expect_error id_not_int "'x1' is not an integer" "$bin" detokenize -i 1,x1
 printf '[1,2]\n[3,"a"]\n' >"$dir/bad_ids.jsonl"
 expect_error bad_ids_line "line 2: element 1" "$bin" detokenize --jsonl "$dir/bad_ids.jsonl"
 expect_error no_input "exactly one of" "$bin" tokenize
+expect_error thinking_without_chat "add --chat" "$bin" tokenize -p x --thinking
 
 [[ $fails == 0 ]] && echo "all passed" || { echo "$fails failed"; exit 1; }
