@@ -35,7 +35,7 @@ expect jsonl_stdin_chat "[0,128803,30594,128804,128822]" "$(echo '"你好"' | "$
 expect render "<｜begin▁of▁sentence｜><｜User｜>Hi<｜Assistant｜></think>" "$("$bin" tokenize -p Hi --chat --render)"
 echo '{"messages": [{"role": "user", "content": "Q"}], "tools": [{"type": "function", "function": {"name": "f"}}]}' >"$dir/tools.jsonl"
 expect render_tools_head '"<｜begin▁of▁sentence｜>\n\n## Tools' "$("$bin" tokenize --render --jsonl "$dir/tools.jsonl" | cut -c1-42)"
-expect render_tools_schema 1 "$("$bin" tokenize --render --jsonl "$dir/tools.jsonl" | grep -cF '{\"name\": \"f\"}\\n\\nYou MUST')"
+expect render_tools_schema 1 "$("$bin" tokenize --render --jsonl "$dir/tools.jsonl" | grep -cF '{\"name\": \"f\"}\n\nYou MUST')"
 
 expect detok "<｜User｜>你好<｜Assistant｜>" "$("$bin" detokenize -i 128803,30594,128804)"
 expect detok_skip "你好答案" "$("$bin" detokenize -i 0,30594,7624,1 --skip-special)"
