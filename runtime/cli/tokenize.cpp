@@ -47,7 +47,7 @@ void for_each_line(const std::string& path, F&& per_line) {
     try {
       if (line.empty()) throw Error("empty line (expected one JSON item per line)");
       per_line(line);
-    } catch (const Error& e) {
+    } catch (const std::exception& e) {  // dsv4::Error, or a JSON type error this code did not foresee
       throw Error((path == "-" ? std::string("stdin") : path) + " line " + std::to_string(n) + ": " + e.what());
     }
   }
