@@ -27,6 +27,8 @@ Subcommand add_synth(CLI::App& app);
 Subcommand add_convert(CLI::App& app);
 Subcommand add_check(CLI::App& app);
 Subcommand add_check_hf(CLI::App& app);
+Subcommand add_tokenize(CLI::App& app);
+Subcommand add_detokenize(CLI::App& app);
 // Engine commands (every rank of the job runs them in lockstep).
 Subcommand add_eval(CLI::App& app);
 Subcommand add_run(CLI::App& app);

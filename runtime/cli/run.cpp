@@ -123,7 +123,7 @@ std::string resolve_tokenizer_path(const std::string& tokenizer, const std::stri
     if (!fs::is_regular_file(p)) throw Error("--tokenizer: " + p + " does not exist");
     return p;
   }
-  if (fs::is_regular_file(weights + "/tokenizer.json")) return weights + "/tokenizer.json";
+  if (!weights.empty() && fs::is_regular_file(weights + "/tokenizer.json")) return weights + "/tokenizer.json";
   return DSV4_DATA_DIR "/tokenizer/tokenizer.json";
 }
 
