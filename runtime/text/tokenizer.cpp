@@ -1,8 +1,5 @@
 #include "runtime/text/tokenizer.hpp"
 
-#define PCRE2_CODE_UNIT_WIDTH 8
-#include <pcre2.h>
-
 #include <algorithm>
 #include <climits>
 #include <array>
@@ -11,6 +8,7 @@
 #include <queue>
 
 #include "plan/error.hpp"
+#include "runtime/text/pretokenizer.hpp"
 
 namespace dsv4 {
 namespace {
@@ -295,16 +293,7 @@ std::string utf8_lossy(std::string_view bytes) {
   return out;
 }
 
-// ---- pre-tokenizer regexes ----
-
-struct Tokenizer::Regexes {
-  std::vector<pcre2_code*> codes;  // applied in order, each splits every current piece (Isolated)
-  ~Regexes() {
-    for (auto* c : codes) pcre2_code_free(c);
-  }
-};
-
-Tokenizer::Tokenizer() : re_(std::make_unique<Regexes>()) {}
+Tokenizer::Tokenizer() = default;
 Tokenizer::Tokenizer(Tokenizer&&) noexcept = default;
 Tokenizer& Tokenizer::operator=(Tokenizer&&) noexcept = default;
 Tokenizer::~Tokenizer() = default;
@@ -340,6 +329,7 @@ Tokenizer Tokenizer::load(const std::string& path) {
   if (pre.value("type", "") != "Sequence") throw Error(path + ": pre_tokenizer.type: expected Sequence, got " + pre.dump());
   const json& steps = field(pre, "pretokenizers", "pre_tokenizer");
   bool byte_level = false;
+  size_t splits = 0;
   for (size_t i = 0; i < steps.size(); ++i) {
     const json& s = steps[i];
     const std::string where = path + ": pre_tokenizer.pretokenizers[" + std::to_string(i) + "]";
@@ -357,19 +347,16 @@ Tokenizer Tokenizer::load(const std::string& path) {
     const json& pat = field(s, "pattern", where);
     const bool literal = pat.contains("String");
     const std::string p = literal ? pat.at("String").get<std::string>() : field(pat, "Regex", where).get<std::string>();
-    int err = 0;
-    PCRE2_SIZE off = 0;
-    pcre2_code* code = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(p.data()), p.size(),
-                                     PCRE2_UTF | PCRE2_UCP | (literal ? PCRE2_LITERAL : 0), &err, &off, nullptr);
-    if (!code) {
-      PCRE2_UCHAR msg[256];
-      pcre2_get_error_message(err, msg, sizeof msg);
-      throw Error(where + ": pattern does not compile at offset " + std::to_string(off) + ": " +
-                  reinterpret_cast<const char*>(msg));
-    }
-    pcre2_jit_compile(code, PCRE2_JIT_COMPLETE);  // optional speed-up; the interpreter is used otherwise
-    t.re_->codes.push_back(code);
+    // The pre-tokenizer is DeepSeek's, matched by hand (pretokenizer.hpp): other patterns are refused
+    // rather than split differently from Hugging Face.
+    if (literal || splits >= std::size(kDeepSeekSplitPatterns) || p != kDeepSeekSplitPatterns[splits])
+      throw Error(where + ".pattern: expected DeepSeek's Split regex #" + std::to_string(splits + 1) +
+                  " (../shared/tokenizer/README.md), got " + pat.dump());
+    ++splits;
   }
+  if (splits != std::size(kDeepSeekSplitPatterns))
+    throw Error(path + ": pre_tokenizer: expected DeepSeek's " + std::to_string(std::size(kDeepSeekSplitPatterns)) +
+                " Split steps, got " + std::to_string(splits));
   if (!byte_level) throw Error(path + ": pre_tokenizer: expected a final ByteLevel step");
 
   // model: BPE over the ByteLevel alphabet
@@ -462,7 +449,7 @@ std::optional<int32_t> Tokenizer::token_id(std::string_view token) const {
 
 // ---- encode ----
 
-std::vector<int32_t> Tokenizer::encode(std::string_view text) const {
+std::vector<int32_t> Tokenizer::encode(std::string_view text, SpecialTokens special) const {
   const auto* p = reinterpret_cast<const unsigned char*>(text.data());
   for (size_t i = 0; i < text.size();) {
     const int r = utf8_step(p + i, text.size() - i);
@@ -470,6 +457,10 @@ std::vector<int32_t> Tokenizer::encode(std::string_view text) const {
     i += size_t(r);
   }
   std::vector<int32_t> out;
+  if (special == SpecialTokens::Literal) {
+    encode_plain(text, out);
+    return out;
+  }
   size_t plain = 0;  // start of the text since the last added token
   for (size_t i = 0; i < text.size();) {
     const Added* hit = nullptr;
@@ -493,38 +484,9 @@ std::vector<int32_t> Tokenizer::encode(std::string_view text) const {
 
 void Tokenizer::encode_plain(std::string_view text, std::vector<int32_t>& out) const {
   if (text.empty()) return;
-  using Piece = std::pair<size_t, size_t>;  // [begin, end) in text
-  std::vector<Piece> pieces = {{0, text.size()}}, next;
-  pcre2_match_data* md = pcre2_match_data_create(1, nullptr);
-  if (!md) throw Error("tokenizer: out of memory");
-  const auto* subject = reinterpret_cast<PCRE2_SPTR>(text.data());
-  for (pcre2_code* code : re_->codes) {
-    next.clear();
-    for (const auto& [b, e] : pieces) {
-      // Each piece is its own subject: lookarounds see the piece's ends, as HF's Split does.
-      size_t pos = b, at = b;
-      while (at < e) {
-        const int rc = pcre2_match(code, subject + b, e - b, at - b, PCRE2_NO_UTF_CHECK, md, nullptr);
-        if (rc == PCRE2_ERROR_NOMATCH) break;
-        if (rc < 0) {
-          pcre2_match_data_free(md);
-          throw Error("tokenizer: pre-tokenizer regex match failed (PCRE2 error " + std::to_string(rc) + ")");
-        }
-        const PCRE2_SIZE* ov = pcre2_get_ovector_pointer(md);
-        const size_t ms = b + ov[0], me = b + ov[1];
-        if (me == ms) {  // an empty match isolates nothing; step over one character
-          at = ms + size_t(std::max(1, utf8_step(reinterpret_cast<const unsigned char*>(text.data()) + ms, e - ms)));
-          continue;
-        }
-        if (ms > pos) next.emplace_back(pos, ms);
-        next.emplace_back(ms, me);
-        pos = at = me;
-      }
-      if (pos < e) next.emplace_back(pos, e);
-    }
-    pieces.swap(next);
-  }
-  pcre2_match_data_free(md);
+  PreTokenizer pre;
+  std::vector<std::pair<uint32_t, uint32_t>> pieces;
+  pre.split(text, pieces);
   for (const auto& [b, e] : pieces) bpe(text.substr(b, e - b), out);
 }
 

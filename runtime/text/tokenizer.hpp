@@ -8,7 +8,6 @@
 // are added when the file lacks them. A file that has them (a real V4 checkpoint's) wins.
 #pragma once
 #include <cstdint>
-#include <memory>
 #include <optional>
 #include <span>
 #include <string>
@@ -17,6 +16,10 @@
 #include <vector>
 
 namespace dsv4 {
+
+// Whether encode() turns added-token strings (<｜User｜>, <think>, BOS...) into their ids, or encodes
+// them as the plain text they are (user content that must not forge role or control tokens).
+enum class SpecialTokens { Recognize, Literal };
 
 class Tokenizer {
  public:
@@ -28,7 +31,7 @@ class Tokenizer {
 
   // Text (valid UTF-8, else dsv4::Error) -> token ids. No BOS is added (add_bos_token=false in V4):
   // the chat template writes it.
-  std::vector<int32_t> encode(std::string_view text) const;
+  std::vector<int32_t> encode(std::string_view text, SpecialTokens special = SpecialTokens::Recognize) const;
   // Ids -> text; invalid or truncated UTF-8 becomes U+FFFD (as HF's lossy decode). With skip_special,
   // tokens flagged `special` (BOS, EOS, pad, ...) produce nothing.
   std::string decode(std::span<const int32_t> ids, bool skip_special = false) const;
@@ -42,7 +45,6 @@ class Tokenizer {
   int64_t added_tokens() const { return int64_t(added_.size()); }
 
  private:
-  struct Regexes;  // compiled PCRE2 patterns of the pre-tokenizer
   struct Merge {
     int32_t rank;    // position in the merges list (lower merges first)
     int32_t result;  // id of the merged symbol
@@ -63,7 +65,6 @@ class Tokenizer {
   int32_t byte_id_[256] = {};                        // id of the single-byte symbol of each byte
   std::vector<Added> added_;                         // sorted by content length, longest first
   std::vector<std::vector<int32_t>> added_by_byte_;  // [256] first byte -> indices into added_
-  std::unique_ptr<Regexes> re_;
 };
 
 // Incremental detokenizer for streaming: push() returns the text that is complete so far; bytes of
