@@ -77,7 +77,7 @@ export function corpusFromData(data) {
   }
   for (const a of kSpecial) for (const b of [kSpecial[3], 'text', ' ', '\n', '']) out.push(a + b, b + a);
   // Long runs: words, digits, CJK, spaces, punctuation.
-  for (const n of [50, 200, 1000, 5000]) {
+  for (const n of [50, 200, 1000, 3000]) {
     out.push('a'.repeat(n), 'ab'.repeat(n), '9'.repeat(n), '中'.repeat(n), ' '.repeat(n), ' '.repeat(n) + 'x',
       '\n'.repeat(n), '\r\n'.repeat(n), '!'.repeat(n), ' !'.repeat(n), 'é'.repeat(n), '🩷'.repeat(n),
       'supercalifragilistic'.repeat(n / 50));
@@ -99,9 +99,9 @@ export function corpusFromData(data) {
     () => pick(kSpecial), () => pick(kLookAlikes), () => pick(kCode), () => pick(kText), () => pick(kOddValid),
     () => str([pick(data.marks)]), () => str([pick(data.any)]), () => str([pick(data.new15_16)]),
   ];
-  for (let i = 0; i < 5000; ++i) {
+  for (let i = 0; i < 4500; ++i) {
     let s = '';
-    const n = int(1, 24);
+    const n = int(1, 14);
     for (let k = 0; k < n; ++k) s += pick(gens)();
     out.push(s);
   }
