@@ -5,7 +5,6 @@
 #include <array>
 #include <fstream>
 #include <nlohmann/json.hpp>
-#include <queue>
 
 #include "plan/error.hpp"
 #include "runtime/text/pretokenizer.hpp"
@@ -391,7 +390,7 @@ Tokenizer Tokenizer::load(const std::string& path) {
     t.byte_id_[b] = it->second;
   }
 
-  t.merges_.reserve(reader.merges.size() * 2);
+  t.merges_.reserve(reader.merges.size());
   std::string ab;
   for (size_t r = 0; r < reader.merges.size(); ++r) {
     const auto& [a, b] = reader.merges[r];
@@ -399,8 +398,7 @@ Tokenizer Tokenizer::load(const std::string& path) {
     const auto ia = t.vocab_.find(a), ib = t.vocab_.find(b), ic = t.vocab_.find(ab);
     if (ia == t.vocab_.end() || ib == t.vocab_.end() || ic == t.vocab_.end())
       throw Error(path + ": model.merges[" + std::to_string(r) + "]: '" + a + "', '" + b + "' or their merge is not in the vocab");
-    const uint64_t key = (uint64_t(uint32_t(ia->second)) << 32) | uint32_t(ib->second);
-    t.merges_.emplace(key, Merge{int32_t(r), ic->second});  // a repeated pair keeps its first (lowest) rank
+    t.merges_.add(ia->second, ib->second, int32_t(r), ic->second);  // a repeated pair keeps its first rank
   }
 
   // added tokens: the file's, then the V4 additions it lacks (same id or same content: the file wins)
@@ -487,54 +485,8 @@ void Tokenizer::encode_plain(std::string_view text, std::vector<int32_t>& out) c
   PreTokenizer pre;
   std::vector<std::pair<uint32_t, uint32_t>> pieces;
   pre.split(text, pieces);
-  for (const auto& [b, e] : pieces) bpe(text.substr(b, e - b), out);
-}
-
-// BPE of one pre-token: start from single bytes, repeatedly apply the lowest-rank merge (leftmost on
-// ties), as HF's BPE model does; a priority queue keeps it O(n log n) for long CJK runs.
-void Tokenizer::bpe(std::string_view word, std::vector<int32_t>& out) const {
-  const size_t n = word.size();
-  if (n == 1) {
-    out.push_back(byte_id_[static_cast<unsigned char>(word[0])]);
-    return;
-  }
-  struct Sym {
-    int32_t id, prev, next;
-    bool alive;
-  };
-  std::vector<Sym> s(n);
-  for (size_t i = 0; i < n; ++i)
-    s[i] = {byte_id_[static_cast<unsigned char>(word[i])], int32_t(i) - 1, i + 1 < n ? int32_t(i + 1) : -1, true};
-  struct Cand {
-    int32_t rank, pos;
-    bool operator>(const Cand& o) const { return rank != o.rank ? rank > o.rank : pos > o.pos; }
-  };
-  std::priority_queue<Cand, std::vector<Cand>, std::greater<Cand>> q;
-  auto find = [&](int32_t l, int32_t r) -> const Merge* {
-    const auto it = merges_.find((uint64_t(uint32_t(l)) << 32) | uint32_t(r));
-    return it == merges_.end() ? nullptr : &it->second;
-  };
-  auto push = [&](int32_t i) {
-    if (i < 0 || s[size_t(i)].next < 0) return;
-    if (const Merge* m = find(s[size_t(i)].id, s[size_t(s[size_t(i)].next)].id)) q.push({m->rank, i});
-  };
-  for (int32_t i = 0; i + 1 < int32_t(n); ++i) push(i);
-  while (!q.empty()) {
-    const Cand c = q.top();
-    q.pop();
-    Sym& l = s[size_t(c.pos)];
-    if (!l.alive || l.next < 0) continue;
-    const Merge* m = find(l.id, s[size_t(l.next)].id);
-    if (!m || m->rank != c.rank) continue;  // stale: a neighbour changed since this pair was queued
-    Sym& r = s[size_t(l.next)];
-    l.id = m->result;
-    r.alive = false;
-    l.next = r.next;
-    if (l.next >= 0) s[size_t(l.next)].prev = c.pos;
-    push(l.prev);
-    push(c.pos);
-  }
-  for (int32_t i = 0; i >= 0; i = s[size_t(i)].next) out.push_back(s[size_t(i)].id);
+  BpeMerges::Scratch scratch;
+  for (const auto& [b, e] : pieces) merges_.encode(text.substr(b, e - b), byte_id_, out, scratch);
 }
 
 // ---- decode ----

@@ -15,6 +15,8 @@
 #include <unordered_map>
 #include <vector>
 
+#include "runtime/text/bpe.hpp"
+
 namespace dsv4 {
 
 // Whether encode() turns added-token strings (<｜User｜>, <think>, BOS...) into their ids, or encodes
@@ -45,23 +47,18 @@ class Tokenizer {
   int64_t added_tokens() const { return int64_t(added_.size()); }
 
  private:
-  struct Merge {
-    int32_t rank;    // position in the merges list (lower merges first)
-    int32_t result;  // id of the merged symbol
-  };
   struct Added {
     std::string content;
     int32_t id;
     bool special;
   };
   Tokenizer();
-  void bpe(std::string_view word, std::vector<int32_t>& out) const;
   void encode_plain(std::string_view text, std::vector<int32_t>& out) const;
 
   std::unordered_map<std::string, int32_t> vocab_;   // byte-level string -> id (model vocab + added tokens)
   std::vector<std::string> bytes_;                   // id -> raw bytes
   std::vector<uint8_t> special_;                     // id -> flagged special
-  std::unordered_map<uint64_t, Merge> merges_;       // (left id << 32 | right id) -> merge
+  BpeMerges merges_;                                 // (left id, right id) -> rank, merged id
   int32_t byte_id_[256] = {};                        // id of the single-byte symbol of each byte
   std::vector<Added> added_;                         // sorted by content length, longest first
   std::vector<std::vector<int32_t>> added_by_byte_;  // [256] first byte -> indices into added_
