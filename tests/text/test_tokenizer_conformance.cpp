@@ -47,7 +47,10 @@ std::string show(std::string_view s) {  // printable, code points as \u{...}
 
 std::string ids_str(const Ids& ids) {
   std::string s = "[";
-  for (size_t i = 0; i < ids.size() && i < 64; ++i) s += (i ? "," : "") + std::to_string(ids[i]);
+  for (size_t i = 0; i < ids.size() && i < 64; ++i) {
+    if (i) s += ',';
+    s += std::to_string(ids[i]);
+  }
   return s + (ids.size() > 64 ? ",...]" : "]");
 }
 
@@ -173,6 +176,27 @@ TEST(TokenizerLiteral, SpecialTokenStringsStayText) {
   EXPECT_EQ(tok().encode("plain text", SpecialTokens::Literal), tok().encode("plain text"));
   EXPECT_EQ(tok().encode("", SpecialTokens::Literal), Ids{});
   EXPECT_THROW(tok().encode("bad \xFF", SpecialTokens::Literal), std::exception);
+}
+
+// The pre-tokenizer is DeepSeek's, matched by hand: a tokenizer.json with any other Split pattern is
+// refused with the step named, not split some other way.
+TEST(TokenizerLoad, OtherPreTokenizerPatternsAreRefused) {
+  std::string json = read_file(DSV4_SOURCE_DIR "/data/tokenizer/tokenizer.json");
+  const std::string from = R"("\\p{N}{1,3}")", to = R"("\\p{N}{1,2}")";
+  const size_t at = json.find(from);
+  ASSERT_NE(at, std::string::npos);
+  json.replace(at, from.size(), to);
+  const std::string path = ::testing::TempDir() + "dsv4_other_pattern_tokenizer.json";
+  std::ofstream(path, std::ios::binary) << json;
+  try {
+    Tokenizer::load(path);
+    ADD_FAILURE() << "a tokenizer.json with another Split pattern loaded";
+  } catch (const std::exception& e) {
+    EXPECT_NE(std::string(e.what()).find("pretokenizers[0].pattern: expected DeepSeek's Split regex #1"),
+              std::string::npos)
+        << e.what();
+  }
+  std::remove(path.c_str());
 }
 
 }  // namespace
