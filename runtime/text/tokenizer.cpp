@@ -421,9 +421,26 @@ Tokenizer Tokenizer::load(const std::string& path) {
   // Leftmost-longest: candidates at a position are tried longest first.
   std::stable_sort(t.added_.begin(), t.added_.end(),
                    [](const Added& x, const Added& y) { return x.content.size() > y.content.size(); });
-  t.added_by_byte_.assign(256, {});
-  for (size_t i = 0; i < t.added_.size(); ++i)
-    t.added_by_byte_[static_cast<unsigned char>(t.added_[i].content[0])].push_back(int32_t(i));
+  // A byte trie of the contents: one walk per text position finds the longest added token there.
+  t.trie_.assign(1, TrieNode{});
+  for (size_t i = 0; i < t.added_.size(); ++i) {
+    int32_t node = 0;
+    for (const char ch : t.added_[i].content) {
+      const auto b = static_cast<unsigned char>(ch);
+      auto& next = t.trie_[size_t(node)].next;
+      auto it = std::find_if(next.begin(), next.end(), [&](const auto& kv) { return kv.first == b; });
+      if (it != next.end()) {
+        node = it->second;
+        continue;
+      }
+      next.emplace_back(b, int32_t(t.trie_.size()));
+      node = int32_t(t.trie_.size());
+      t.trie_.emplace_back();
+    }
+    if (t.trie_[size_t(node)].added < 0) t.trie_[size_t(node)].added = int32_t(i);  // a repeat: the first wins
+  }
+  std::fill(std::begin(t.trie_root_), std::end(t.trie_root_), -1);
+  for (const auto& [b, child] : t.trie_[0].next) t.trie_root_[b] = child;
   return t;
 }
 
@@ -462,11 +479,14 @@ std::vector<int32_t> Tokenizer::encode(std::string_view text, SpecialTokens spec
   size_t plain = 0;  // start of the text since the last added token
   for (size_t i = 0; i < text.size();) {
     const Added* hit = nullptr;
-    for (int32_t k : added_by_byte_[p[i]])
-      if (text.compare(i, added_[size_t(k)].content.size(), added_[size_t(k)].content) == 0) {
-        hit = &added_[size_t(k)];
-        break;
-      }
+    for (int32_t node = trie_root_[p[i]], k = int32_t(i) + 1; node >= 0; ++k) {
+      const TrieNode& t = trie_[size_t(node)];
+      if (t.added >= 0) hit = &added_[size_t(t.added)];  // longer matches come later in the walk
+      if (size_t(k) == text.size()) break;
+      node = -1;
+      for (const auto& [b, child] : t.next)
+        if (b == p[k]) node = child;
+    }
     if (!hit) {
       ++i;
       continue;

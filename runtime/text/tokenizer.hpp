@@ -61,7 +61,12 @@ class Tokenizer {
   BpeMerges merges_;                                 // (left id, right id) -> rank, merged id
   int32_t byte_id_[256] = {};                        // id of the single-byte symbol of each byte
   std::vector<Added> added_;                         // sorted by content length, longest first
-  std::vector<std::vector<int32_t>> added_by_byte_;  // [256] first byte -> indices into added_
+  struct TrieNode {
+    int32_t added = -1;                                  // index into added_ of the token ending here
+    std::vector<std::pair<unsigned char, int32_t>> next;  // byte -> child node
+  };
+  std::vector<TrieNode> trie_;                       // added-token contents; node 0 is the root
+  int32_t trie_root_[256] = {};                      // first byte -> child of the root, -1 if none
 };
 
 // Incremental detokenizer for streaming: push() returns the text that is complete so far; bytes of
