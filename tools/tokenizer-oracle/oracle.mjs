@@ -5,6 +5,8 @@
 // taken literally where a string holds one) and tests/text/data/probe.bin (a hash of the ids of every
 // code point of planes 0-3 and 14 in a fixed context; layout at writeProbe()).
 // `node oracle.mjs --show U+1FA77` prints the probe string of one code point and its ids.
+// `node oracle.mjs --seed N FILE` writes a corpus of other random mixes to FILE (not to the repo):
+// DSV4_TOKENIZER_CORPUS=FILE text_tests --gtest_filter='*Corpus*' then compares on it.
 import { createRequire } from 'node:module';
 import { readFileSync, writeFileSync, renameSync, mkdirSync } from 'node:fs';
 import { dirname, join } from 'node:path';
@@ -117,8 +119,11 @@ async function main() {
     return;
   }
 
+  const seedArg = process.argv.indexOf('--seed');
+  const corpusPath = seedArg > 0 ? process.argv[seedArg + 2] : join(outDir, 'corpus.jsonl');
+  if (seedArg > 0 && !corpusPath) throw new Error('usage: node oracle.mjs --seed N FILE');
   mkdirSync(outDir, { recursive: true });
-  const texts = corpus();
+  const texts = seedArg > 0 ? corpus(Number(process.argv[seedArg + 1])) : corpus();
   const ids = await encodeAll(full, texts);
   const hasAdded = texts.map((t) => contents.some((c) => t.includes(c)));
   const lit = await encodeAll(literal, texts.filter((_, i) => hasAdded[i]));
@@ -129,9 +134,9 @@ async function main() {
     if (hasAdded[i]) o.literal = lit[k++];
     return JSON.stringify(o);
   });
-  atomicWrite(join(outDir, 'corpus.jsonl'), lines.join('\n') + '\n');
-  console.log(`corpus: ${texts.length} strings, ${bytes} bytes, ${k} with special-token strings`);
-  await writeProbe(full);
+  atomicWrite(corpusPath, lines.join('\n') + '\n');
+  console.log(`corpus: ${texts.length} strings, ${bytes} bytes, ${k} with special-token strings -> ${corpusPath}`);
+  if (seedArg < 0) await writeProbe(full);
 }
 
 await main();
