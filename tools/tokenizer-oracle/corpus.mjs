@@ -76,6 +76,17 @@ export function corpusFromData(data) {
     for (const s of list) out.push(s, ` ${s}`, `${s} `, `a${s}b`, `!${s}!`, `1${s}1`, `中${s}文`, `\n${s}\n`);
   }
   for (const a of kSpecial) for (const b of [kSpecial[3], 'text', ' ', '\n', '']) out.push(a + b, b + a);
+  // Every string of up to three characters over one of each class the patterns tell apart (white
+  // space, CR, LF, ASCII letter, punctuation, digit, mark, CJK, kana, symbol, U+180E...): the
+  // interplay of the alternatives and of the \s lookahead at piece ends.
+  const alpha = [' ', '\t', '\n', '\r', 'a', 'B', '!', '1', '\u0301', '\u00a0', '中', 'ア', '🩷', '\u180e', '\u3000', '.'];
+  const all = (prefix, n) => {
+    for (const c of alpha) {
+      out.push(prefix + c);
+      if (n > 1) all(prefix + c, n - 1);
+    }
+  };
+  all('', 3);
   // Long runs: words, digits, CJK, spaces, punctuation.
   for (const n of [50, 200, 1000, 3000]) {
     out.push('a'.repeat(n), 'ab'.repeat(n), '9'.repeat(n), '中'.repeat(n), ' '.repeat(n), ' '.repeat(n) + 'x',
