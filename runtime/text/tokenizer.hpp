@@ -1,7 +1,8 @@
 // DeepSeek's byte-level BPE tokenizer, read from a Hugging Face tokenizer.json: added tokens are split
-// out first (leftmost-longest), the rest goes through the pre-tokenizer (a Sequence of regex `Split`s,
-// behaviour Isolated, applied in order, then ByteLevel without its own regex), then BPE merges by rank.
-// Decoding maps ids back to bytes; StreamDecoder holds back an incomplete UTF-8 sequence.
+// out first (leftmost-longest), the rest goes through the pre-tokenizer (DeepSeek's three regex `Split`s,
+// behaviour Isolated, then ByteLevel without its own regex; matched by pretokenizer.hpp on the project's
+// Unicode 16 tables, as Hugging Face `tokenizers` matches them, tests/text), then BPE merges by rank
+// (bpe.hpp). Decoding maps ids back to bytes; StreamDecoder holds back an incomplete UTF-8 sequence.
 //
 // The shipped data/tokenizer/tokenizer.json is DeepSeek-V3's; V4 uses the same vocabulary, merges and
 // pre-tokenizer and only grows the added-token table, so the V4 additions (../shared/tokenizer/README.md)
