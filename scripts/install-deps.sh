@@ -6,7 +6,7 @@ set -euo pipefail
 packages=(
   build-essential cmake g++ pkg-config
   libopenmpi-dev openmpi-bin
-  libxxhash-dev libcli11-dev nlohmann-json3-dev libpcre2-dev
+  libxxhash-dev libcli11-dev nlohmann-json3-dev
   libgtest-dev libgmock-dev libbenchmark-dev
 )
 

@@ -1,16 +1,13 @@
 #include "runtime/text/tokenizer.hpp"
 
-#define PCRE2_CODE_UNIT_WIDTH 8
-#include <pcre2.h>
-
 #include <algorithm>
 #include <climits>
 #include <array>
 #include <fstream>
 #include <nlohmann/json.hpp>
-#include <queue>
 
 #include "plan/error.hpp"
+#include "runtime/text/pretokenizer.hpp"
 
 namespace dsv4 {
 namespace {
@@ -295,16 +292,7 @@ std::string utf8_lossy(std::string_view bytes) {
   return out;
 }
 
-// ---- pre-tokenizer regexes ----
-
-struct Tokenizer::Regexes {
-  std::vector<pcre2_code*> codes;  // applied in order, each splits every current piece (Isolated)
-  ~Regexes() {
-    for (auto* c : codes) pcre2_code_free(c);
-  }
-};
-
-Tokenizer::Tokenizer() : re_(std::make_unique<Regexes>()) {}
+Tokenizer::Tokenizer() = default;
 Tokenizer::Tokenizer(Tokenizer&&) noexcept = default;
 Tokenizer& Tokenizer::operator=(Tokenizer&&) noexcept = default;
 Tokenizer::~Tokenizer() = default;
@@ -340,6 +328,7 @@ Tokenizer Tokenizer::load(const std::string& path) {
   if (pre.value("type", "") != "Sequence") throw Error(path + ": pre_tokenizer.type: expected Sequence, got " + pre.dump());
   const json& steps = field(pre, "pretokenizers", "pre_tokenizer");
   bool byte_level = false;
+  size_t splits = 0;
   for (size_t i = 0; i < steps.size(); ++i) {
     const json& s = steps[i];
     const std::string where = path + ": pre_tokenizer.pretokenizers[" + std::to_string(i) + "]";
@@ -357,19 +346,16 @@ Tokenizer Tokenizer::load(const std::string& path) {
     const json& pat = field(s, "pattern", where);
     const bool literal = pat.contains("String");
     const std::string p = literal ? pat.at("String").get<std::string>() : field(pat, "Regex", where).get<std::string>();
-    int err = 0;
-    PCRE2_SIZE off = 0;
-    pcre2_code* code = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(p.data()), p.size(),
-                                     PCRE2_UTF | PCRE2_UCP | (literal ? PCRE2_LITERAL : 0), &err, &off, nullptr);
-    if (!code) {
-      PCRE2_UCHAR msg[256];
-      pcre2_get_error_message(err, msg, sizeof msg);
-      throw Error(where + ": pattern does not compile at offset " + std::to_string(off) + ": " +
-                  reinterpret_cast<const char*>(msg));
-    }
-    pcre2_jit_compile(code, PCRE2_JIT_COMPLETE);  // optional speed-up; the interpreter is used otherwise
-    t.re_->codes.push_back(code);
+    // The pre-tokenizer is DeepSeek's, matched by hand (pretokenizer.hpp): other patterns are refused
+    // rather than split differently from Hugging Face.
+    if (literal || splits >= std::size(kDeepSeekSplitPatterns) || p != kDeepSeekSplitPatterns[splits])
+      throw Error(where + ".pattern: expected DeepSeek's Split regex #" + std::to_string(splits + 1) +
+                  " (../shared/tokenizer/README.md), got " + pat.dump());
+    ++splits;
   }
+  if (splits != std::size(kDeepSeekSplitPatterns))
+    throw Error(path + ": pre_tokenizer: expected DeepSeek's " + std::to_string(std::size(kDeepSeekSplitPatterns)) +
+                " Split steps, got " + std::to_string(splits));
   if (!byte_level) throw Error(path + ": pre_tokenizer: expected a final ByteLevel step");
 
   // model: BPE over the ByteLevel alphabet
@@ -404,7 +390,7 @@ Tokenizer Tokenizer::load(const std::string& path) {
     t.byte_id_[b] = it->second;
   }
 
-  t.merges_.reserve(reader.merges.size() * 2);
+  t.merges_.reserve(reader.merges.size());
   std::string ab;
   for (size_t r = 0; r < reader.merges.size(); ++r) {
     const auto& [a, b] = reader.merges[r];
@@ -412,8 +398,7 @@ Tokenizer Tokenizer::load(const std::string& path) {
     const auto ia = t.vocab_.find(a), ib = t.vocab_.find(b), ic = t.vocab_.find(ab);
     if (ia == t.vocab_.end() || ib == t.vocab_.end() || ic == t.vocab_.end())
       throw Error(path + ": model.merges[" + std::to_string(r) + "]: '" + a + "', '" + b + "' or their merge is not in the vocab");
-    const uint64_t key = (uint64_t(uint32_t(ia->second)) << 32) | uint32_t(ib->second);
-    t.merges_.emplace(key, Merge{int32_t(r), ic->second});  // a repeated pair keeps its first (lowest) rank
+    t.merges_.add(ia->second, ib->second, int32_t(r), ic->second);  // a repeated pair keeps its first rank
   }
 
   // added tokens: the file's, then the V4 additions it lacks (same id or same content: the file wins)
@@ -436,9 +421,26 @@ Tokenizer Tokenizer::load(const std::string& path) {
   // Leftmost-longest: candidates at a position are tried longest first.
   std::stable_sort(t.added_.begin(), t.added_.end(),
                    [](const Added& x, const Added& y) { return x.content.size() > y.content.size(); });
-  t.added_by_byte_.assign(256, {});
-  for (size_t i = 0; i < t.added_.size(); ++i)
-    t.added_by_byte_[static_cast<unsigned char>(t.added_[i].content[0])].push_back(int32_t(i));
+  // A byte trie of the contents: one walk per text position finds the longest added token there.
+  t.trie_.assign(1, TrieNode{});
+  for (size_t i = 0; i < t.added_.size(); ++i) {
+    int32_t node = 0;
+    for (const char ch : t.added_[i].content) {
+      const auto b = static_cast<unsigned char>(ch);
+      auto& next = t.trie_[size_t(node)].next;
+      auto it = std::find_if(next.begin(), next.end(), [&](const auto& kv) { return kv.first == b; });
+      if (it != next.end()) {
+        node = it->second;
+        continue;
+      }
+      next.emplace_back(b, int32_t(t.trie_.size()));
+      node = int32_t(t.trie_.size());
+      t.trie_.emplace_back();
+    }
+    if (t.trie_[size_t(node)].added < 0) t.trie_[size_t(node)].added = int32_t(i);  // a repeat: the first wins
+  }
+  std::fill(std::begin(t.trie_root_), std::end(t.trie_root_), -1);
+  for (const auto& [b, child] : t.trie_[0].next) t.trie_root_[b] = child;
   return t;
 }
 
@@ -462,7 +464,7 @@ std::optional<int32_t> Tokenizer::token_id(std::string_view token) const {
 
 // ---- encode ----
 
-std::vector<int32_t> Tokenizer::encode(std::string_view text) const {
+std::vector<int32_t> Tokenizer::encode(std::string_view text, SpecialTokens special) const {
   const auto* p = reinterpret_cast<const unsigned char*>(text.data());
   for (size_t i = 0; i < text.size();) {
     const int r = utf8_step(p + i, text.size() - i);
@@ -470,14 +472,21 @@ std::vector<int32_t> Tokenizer::encode(std::string_view text) const {
     i += size_t(r);
   }
   std::vector<int32_t> out;
+  if (special == SpecialTokens::Literal) {
+    encode_plain(text, out);
+    return out;
+  }
   size_t plain = 0;  // start of the text since the last added token
   for (size_t i = 0; i < text.size();) {
     const Added* hit = nullptr;
-    for (int32_t k : added_by_byte_[p[i]])
-      if (text.compare(i, added_[size_t(k)].content.size(), added_[size_t(k)].content) == 0) {
-        hit = &added_[size_t(k)];
-        break;
-      }
+    for (int32_t node = trie_root_[p[i]], k = int32_t(i) + 1; node >= 0; ++k) {
+      const TrieNode& t = trie_[size_t(node)];
+      if (t.added >= 0) hit = &added_[size_t(t.added)];  // longer matches come later in the walk
+      if (size_t(k) == text.size()) break;
+      node = -1;
+      for (const auto& [b, child] : t.next)
+        if (b == p[k]) node = child;
+    }
     if (!hit) {
       ++i;
       continue;
@@ -493,86 +502,11 @@ std::vector<int32_t> Tokenizer::encode(std::string_view text) const {
 
 void Tokenizer::encode_plain(std::string_view text, std::vector<int32_t>& out) const {
   if (text.empty()) return;
-  using Piece = std::pair<size_t, size_t>;  // [begin, end) in text
-  std::vector<Piece> pieces = {{0, text.size()}}, next;
-  pcre2_match_data* md = pcre2_match_data_create(1, nullptr);
-  if (!md) throw Error("tokenizer: out of memory");
-  const auto* subject = reinterpret_cast<PCRE2_SPTR>(text.data());
-  for (pcre2_code* code : re_->codes) {
-    next.clear();
-    for (const auto& [b, e] : pieces) {
-      // Each piece is its own subject: lookarounds see the piece's ends, as HF's Split does.
-      size_t pos = b, at = b;
-      while (at < e) {
-        const int rc = pcre2_match(code, subject + b, e - b, at - b, PCRE2_NO_UTF_CHECK, md, nullptr);
-        if (rc == PCRE2_ERROR_NOMATCH) break;
-        if (rc < 0) {
-          pcre2_match_data_free(md);
-          throw Error("tokenizer: pre-tokenizer regex match failed (PCRE2 error " + std::to_string(rc) + ")");
-        }
-        const PCRE2_SIZE* ov = pcre2_get_ovector_pointer(md);
-        const size_t ms = b + ov[0], me = b + ov[1];
-        if (me == ms) {  // an empty match isolates nothing; step over one character
-          at = ms + size_t(std::max(1, utf8_step(reinterpret_cast<const unsigned char*>(text.data()) + ms, e - ms)));
-          continue;
-        }
-        if (ms > pos) next.emplace_back(pos, ms);
-        next.emplace_back(ms, me);
-        pos = at = me;
-      }
-      if (pos < e) next.emplace_back(pos, e);
-    }
-    pieces.swap(next);
-  }
-  pcre2_match_data_free(md);
-  for (const auto& [b, e] : pieces) bpe(text.substr(b, e - b), out);
-}
-
-// BPE of one pre-token: start from single bytes, repeatedly apply the lowest-rank merge (leftmost on
-// ties), as HF's BPE model does; a priority queue keeps it O(n log n) for long CJK runs.
-void Tokenizer::bpe(std::string_view word, std::vector<int32_t>& out) const {
-  const size_t n = word.size();
-  if (n == 1) {
-    out.push_back(byte_id_[static_cast<unsigned char>(word[0])]);
-    return;
-  }
-  struct Sym {
-    int32_t id, prev, next;
-    bool alive;
-  };
-  std::vector<Sym> s(n);
-  for (size_t i = 0; i < n; ++i)
-    s[i] = {byte_id_[static_cast<unsigned char>(word[i])], int32_t(i) - 1, i + 1 < n ? int32_t(i + 1) : -1, true};
-  struct Cand {
-    int32_t rank, pos;
-    bool operator>(const Cand& o) const { return rank != o.rank ? rank > o.rank : pos > o.pos; }
-  };
-  std::priority_queue<Cand, std::vector<Cand>, std::greater<Cand>> q;
-  auto find = [&](int32_t l, int32_t r) -> const Merge* {
-    const auto it = merges_.find((uint64_t(uint32_t(l)) << 32) | uint32_t(r));
-    return it == merges_.end() ? nullptr : &it->second;
-  };
-  auto push = [&](int32_t i) {
-    if (i < 0 || s[size_t(i)].next < 0) return;
-    if (const Merge* m = find(s[size_t(i)].id, s[size_t(s[size_t(i)].next)].id)) q.push({m->rank, i});
-  };
-  for (int32_t i = 0; i + 1 < int32_t(n); ++i) push(i);
-  while (!q.empty()) {
-    const Cand c = q.top();
-    q.pop();
-    Sym& l = s[size_t(c.pos)];
-    if (!l.alive || l.next < 0) continue;
-    const Merge* m = find(l.id, s[size_t(l.next)].id);
-    if (!m || m->rank != c.rank) continue;  // stale: a neighbour changed since this pair was queued
-    Sym& r = s[size_t(l.next)];
-    l.id = m->result;
-    r.alive = false;
-    l.next = r.next;
-    if (l.next >= 0) s[size_t(l.next)].prev = c.pos;
-    push(l.prev);
-    push(c.pos);
-  }
-  for (int32_t i = 0; i >= 0; i = s[size_t(i)].next) out.push_back(s[size_t(i)].id);
+  PreTokenizer pre;
+  std::vector<std::pair<uint32_t, uint32_t>> pieces;
+  pre.split(text, pieces);
+  BpeMerges::Scratch scratch;
+  for (const auto& [b, e] : pieces) merges_.encode(text.substr(b, e - b), byte_id_, out, scratch);
 }
 
 // ---- decode ----

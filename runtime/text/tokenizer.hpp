@@ -1,14 +1,14 @@
 // DeepSeek's byte-level BPE tokenizer, read from a Hugging Face tokenizer.json: added tokens are split
-// out first (leftmost-longest), the rest goes through the pre-tokenizer (a Sequence of regex `Split`s,
-// behaviour Isolated, applied in order, then ByteLevel without its own regex), then BPE merges by rank.
-// Decoding maps ids back to bytes; StreamDecoder holds back an incomplete UTF-8 sequence.
+// out first (leftmost-longest), the rest goes through the pre-tokenizer (DeepSeek's three regex `Split`s,
+// behaviour Isolated, then ByteLevel without its own regex; matched by pretokenizer.hpp on the project's
+// Unicode 16 tables, as Hugging Face `tokenizers` matches them, tests/text), then BPE merges by rank
+// (bpe.hpp). Decoding maps ids back to bytes; StreamDecoder holds back an incomplete UTF-8 sequence.
 //
 // The shipped data/tokenizer/tokenizer.json is DeepSeek-V3's; V4 uses the same vocabulary, merges and
 // pre-tokenizer and only grows the added-token table, so the V4 additions (../shared/tokenizer/README.md)
 // are added when the file lacks them. A file that has them (a real V4 checkpoint's) wins.
 #pragma once
 #include <cstdint>
-#include <memory>
 #include <optional>
 #include <span>
 #include <string>
@@ -16,7 +16,13 @@
 #include <unordered_map>
 #include <vector>
 
+#include "runtime/text/bpe.hpp"
+
 namespace dsv4 {
+
+// Whether encode() turns added-token strings (<｜User｜>, <think>, BOS...) into their ids, or encodes
+// them as the plain text they are (user content that must not forge role or control tokens).
+enum class SpecialTokens { Recognize, Literal };
 
 class Tokenizer {
  public:
@@ -28,7 +34,7 @@ class Tokenizer {
 
   // Text (valid UTF-8, else dsv4::Error) -> token ids. No BOS is added (add_bos_token=false in V4):
   // the chat template writes it.
-  std::vector<int32_t> encode(std::string_view text) const;
+  std::vector<int32_t> encode(std::string_view text, SpecialTokens special = SpecialTokens::Recognize) const;
   // Ids -> text; invalid or truncated UTF-8 becomes U+FFFD (as HF's lossy decode). With skip_special,
   // tokens flagged `special` (BOS, EOS, pad, ...) produce nothing.
   std::string decode(std::span<const int32_t> ids, bool skip_special = false) const;
@@ -42,28 +48,26 @@ class Tokenizer {
   int64_t added_tokens() const { return int64_t(added_.size()); }
 
  private:
-  struct Regexes;  // compiled PCRE2 patterns of the pre-tokenizer
-  struct Merge {
-    int32_t rank;    // position in the merges list (lower merges first)
-    int32_t result;  // id of the merged symbol
-  };
   struct Added {
     std::string content;
     int32_t id;
     bool special;
   };
   Tokenizer();
-  void bpe(std::string_view word, std::vector<int32_t>& out) const;
   void encode_plain(std::string_view text, std::vector<int32_t>& out) const;
 
   std::unordered_map<std::string, int32_t> vocab_;   // byte-level string -> id (model vocab + added tokens)
   std::vector<std::string> bytes_;                   // id -> raw bytes
   std::vector<uint8_t> special_;                     // id -> flagged special
-  std::unordered_map<uint64_t, Merge> merges_;       // (left id << 32 | right id) -> merge
+  BpeMerges merges_;                                 // (left id, right id) -> rank, merged id
   int32_t byte_id_[256] = {};                        // id of the single-byte symbol of each byte
   std::vector<Added> added_;                         // sorted by content length, longest first
-  std::vector<std::vector<int32_t>> added_by_byte_;  // [256] first byte -> indices into added_
-  std::unique_ptr<Regexes> re_;
+  struct TrieNode {
+    int32_t added = -1;                                  // index into added_ of the token ending here
+    std::vector<std::pair<unsigned char, int32_t>> next;  // byte -> child node
+  };
+  std::vector<TrieNode> trie_;                       // added-token contents; node 0 is the root
+  int32_t trie_root_[256] = {};                      // first byte -> child of the root, -1 if none
 };
 
 // Incremental detokenizer for streaming: push() returns the text that is complete so far; bytes of
