@@ -2,7 +2,6 @@
 // the ids DeepSeek's own tokenizer gives (../shared/tokenizer/README.md), round trips, streaming decode.
 #include <gtest/gtest.h>
 
-#include <chrono>
 #include <string>
 #include <vector>
 
@@ -20,13 +19,9 @@ const Tokenizer& tok() {
   return t;
 }
 
-TEST(Tokenizer, LoadsQuicklyWithTheModelVocabulary) {
-  const auto t0 = std::chrono::steady_clock::now();
-  const Tokenizer t = Tokenizer::load(DSV4_SOURCE_DIR "/data/tokenizer/tokenizer.json");
-  const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  EXPECT_EQ(t.size(), 129280);  // ids 0..129279: the V4 table ends at <｜image｜> = 129279
-  EXPECT_LT(s, 3.0) << "loading tokenizer.json took " << s << " s";  // ~0.3 s on an idle core; CI is shared
-  std::printf("tokenizer.json loaded in %.3f s, %lld added tokens\n", s, (long long)t.added_tokens());
+// Load speed belongs in a benchmark (tests/text/bench_tokenizer.cpp), not in a timed test.
+TEST(Tokenizer, LoadsWithTheModelVocabulary) {
+  EXPECT_EQ(tok().size(), 129280);  // ids 0..129279: the V4 table ends at <｜image｜> = 129279
 }
 
 TEST(Tokenizer, ReferenceIds) {
