@@ -2,6 +2,9 @@
 
 #include <httplib.h>
 
+#include <pthread.h>
+#include <signal.h>
+
 #include <cerrno>
 #include <chrono>
 #include <cstring>
@@ -349,10 +352,33 @@ int32_t required_token(const Tokenizer& tok, const char* text) {
   return *id;
 }
 
+// httplib writes with send(..., 0): a client that resets its connection between httplib's liveness check
+// and the write raises SIGPIPE, which would end the whole server. The HTTP threads inherit this thread's
+// signal mask, so SIGPIPE is blocked here for the call (the write then fails with EPIPE and the request is
+// cancelled) and the caller's mask is restored after, with nothing left pending.
+class BlockSigpipe {
+ public:
+  BlockSigpipe() {
+    sigemptyset(&pipe_);
+    sigaddset(&pipe_, SIGPIPE);
+    pthread_sigmask(SIG_BLOCK, &pipe_, &old_);
+  }
+  ~BlockSigpipe() {
+    timespec zero{0, 0};
+    while (sigtimedwait(&pipe_, nullptr, &zero) > 0) {
+    }
+    pthread_sigmask(SIG_SETMASK, &old_, nullptr);
+  }
+
+ private:
+  sigset_t pipe_, old_;
+};
+
 }  // namespace
 
 void serve_http(GenerationBackend& backend, const Tokenizer& tok, const HttpOptions& opt, std::atomic<bool>& stop,
                 std::atomic<bool>& ready) {
+  const BlockSigpipe no_sigpipe;
   State s(backend, tok, opt, ready);
   s.eos_id = required_token(tok, chat::kEos);
   s.think_end_id = required_token(tok, chat::kThinkEnd);

@@ -211,6 +211,7 @@ TEST(StopMatcher, EarliestOfSeveralAndFlush) {
 
 TEST(OutputAssembler, ReasoningThenAnswer) {
   const int32_t think_end = *tok().token_id(chat::kThinkEnd);
+  EXPECT_EQ(think_end, 128822);  // V4's </think> (../shared/tokenizer/README.md)
   const auto reason = tok().encode("Let me think.");
   const auto answer = tok().encode("The answer is 4.");
   OutputAssembler a(tok(), /*thinking=*/true, think_end, {});
