@@ -411,14 +411,17 @@ void serve_http(GenerationBackend& backend, const Tokenizer& tok, const HttpOpti
 
   int port = opt.port;
   bool bound = false;
+  errno = 0;
   if (opt.port == 0) {
     port = svr.bind_to_any_port(opt.host);
     bound = port > 0;
   } else {
     bound = svr.bind_to_port(opt.host, opt.port);
   }
+  const int bind_errno = errno;
   if (!bound)
-    throw Error("serve: cannot listen on " + opt.host + ":" + std::to_string(opt.port) + ": " + std::strerror(errno));
+    throw Error("serve: cannot listen on " + opt.host + ":" + std::to_string(opt.port) + ": " +
+                (bind_errno ? std::strerror(bind_errno) : "the address is in use or not available"));
   if (!svr.widen_backlog(1024))
     throw Error("serve: cannot listen on " + opt.host + ":" + std::to_string(port) + ": " + std::strerror(errno));
   if (opt.on_listening) opt.on_listening(opt.host, port);
