@@ -175,7 +175,7 @@ int run_generate(const Comm& comm, const GenerateOptions& opt) {
       throw Error(path + ": the tokenizer has " + std::to_string(tok->size()) + " ids, the model's vocabulary " +
                   std::to_string(gen::kVocabSize));
     const ThinkingMode mode = opt.thinking ? ThinkingMode::Thinking : ThinkingMode::Chat;
-    for (const auto& t : texts) ids.push_back(tok->encode(encode_user_prompt(t, mode)));
+    for (const auto& t : texts) ids.push_back(tokenize_user_prompt(*tok, t, mode));
     for (size_t i = 0; i < ids.size(); ++i)
       if (int64_t(ids[i].size()) > gen::kMaxContext)
         throw Error("prompt " + std::to_string(i) + ": " + std::to_string(ids[i].size()) +

@@ -89,10 +89,15 @@ struct Out {
 
 // One JSONL item: a string (text; with --chat, one user message) or
 // {"messages": [...], "thinking": bool, "tools": [...], "reasoning_effort": "high"|"max", "drop_thinking": bool}.
-std::string item_text(const ojson& item, bool chat, bool thinking) {
+// Plain strings recognise special tokens; chat content is encoded literally (render_messages' ranges).
+ChatPrompt item_text(const ojson& item, bool chat, bool thinking) {
   if (item.is_string()) {
     const std::string& s = item.get_ref<const std::string&>();
-    return chat ? encode_user_prompt(s, thinking ? ThinkingMode::Thinking : ThinkingMode::Chat) : s;
+    if (!chat) return {s, {}};
+    ChatMessage m;
+    m.role = ChatRole::User;
+    m.content = s;
+    return render_messages(std::span(&m, 1), ChatOptions{.mode = thinking ? ThinkingMode::Thinking : ThinkingMode::Chat});
   }
   if (!item.is_object())
     throw Error(std::string("expected a JSON string or an object with \"messages\", got ") + item.type_name());
@@ -120,7 +125,7 @@ std::string item_text(const ojson& item, bool chat, bool thinking) {
   if (!item.contains("messages")) throw Error("missing \"messages\"");
   std::vector<ChatMessage> messages = chat_messages_from_json(item["messages"]);
   if (item.contains("tools")) attach_tools(messages, item["tools"]);
-  return encode_messages(messages, o);
+  return render_messages(messages, o);
 }
 
 }  // namespace
@@ -151,12 +156,12 @@ Subcommand add_tokenize(CLI::App& app) {
             if (o->render) {  // no tokenizer needed
               Out out;
               if (o->src.jsonl.empty()) {
-                out.buf = item_text(ojson(o->prompt), o->chat, o->thinking) + "\n";
+                out.buf = item_text(ojson(o->prompt), o->chat, o->thinking).text + "\n";
                 out.flush();
                 return 0;
               }
               for_each_line(o->src.jsonl, [&](const std::string& line) {
-                out.buf += ojson(item_text(parse_line(line), o->chat, o->thinking)).dump() + "\n";
+                out.buf += ojson(item_text(parse_line(line), o->chat, o->thinking).text).dump() + "\n";
                 out.flush_if_full();
               });
               out.flush();
@@ -165,7 +170,8 @@ Subcommand add_tokenize(CLI::App& app) {
             const Tokenizer tok = load_tokenizer(o->src);
             Out out;
             if (o->src.jsonl.empty()) {
-              const std::vector<int32_t> ids = tok.encode(item_text(ojson(o->prompt), o->chat, o->thinking));
+              const ChatPrompt p = item_text(ojson(o->prompt), o->chat, o->thinking);
+              const std::vector<int32_t> ids = tok.encode(p.text, p.literal);
               if (o->json) append_ids(out.buf, ids, '[', ',', ']');
               else append_ids(out.buf, ids, 0, ',', 0);
               out.buf += '\n';
@@ -173,7 +179,8 @@ Subcommand add_tokenize(CLI::App& app) {
               return 0;
             }
             for_each_line(o->src.jsonl, [&](const std::string& line) {
-              append_ids(out.buf, tok.encode(item_text(parse_line(line), o->chat, o->thinking)), '[', ',', ']');
+              const ChatPrompt p = item_text(parse_line(line), o->chat, o->thinking);
+                append_ids(out.buf, tok.encode(p.text, p.literal), '[', ',', ']');
               out.buf += '\n';
               out.flush_if_full();
             });

@@ -105,63 +105,36 @@ std::vector<int32_t> token_array(const json& arr, const std::string& name, const
   return ids;
 }
 
-// Message content: a string, or an array of {"type": "text", "text": ...} parts (concatenated).
-std::string message_text(const json& content, const std::string& name) {
-  if (content.is_string()) return content.get<std::string>();
-  if (!content.is_array()) wrong_type(name, "a string or an array of content parts", content);
-  std::string text;
-  for (size_t i = 0; i < content.size(); ++i) {
-    const json& part = content[i];
-    const std::string pname = name + "[" + std::to_string(i) + "]";
-    if (!part.is_object()) wrong_type(pname, "an object", part);
-    const auto type = get_string(part, "type");
-    if (!type) throw ApiError(400, "'" + pname + ".type' is missing", pname + ".type");
-    if (*type != "text") unsupported(pname + ".type", "content part type '" + *type + "'");
-    const auto t = get_string(part, "text");
-    if (!t) throw ApiError(400, "'" + pname + ".text' is missing", pname + ".text");
-    text += *t;
-  }
-  return text;
-}
-
+// Messages in OpenAI's format, validated by the chat encoder (its errors name the message and field).
 std::vector<ChatMessage> parse_messages(const json& body) {
   const json* msgs = field(body, "messages");
   if (!msgs) throw ApiError(400, "'messages' is required", "messages");
   if (!msgs->is_array()) wrong_type("messages", "an array", *msgs);
   if (msgs->empty()) throw ApiError(400, "'messages' must not be empty", "messages");
   std::vector<ChatMessage> out;
-  for (size_t i = 0; i < msgs->size(); ++i) {
-    const json& m = (*msgs)[i];
-    const std::string name = "messages[" + std::to_string(i) + "]";
-    if (!m.is_object()) wrong_type(name, "an object", m);
-    const json* role_v = field(m, "role");
-    if (!role_v) throw ApiError(400, "'" + name + ".role' is required", name + ".role");
-    if (!role_v->is_string()) wrong_type(name + ".role", "a string", *role_v);
-    std::string role = role_v->get<std::string>();
-    if (role == "developer") role = "system";  // OpenAI's newer name for the system role
-    if (role == "tool" || role == "function") unsupported(name + ".role", "role '" + role + "' (tool calls)");
-    if (role != "system" && role != "user" && role != "assistant")
-      throw ApiError(400, "'" + name + ".role' must be one of system, developer, user, assistant; got '" + role + "'",
-                     name + ".role");
-    ChatMessage cm;
-    cm.role = role;
-    const json* content = field(m, "content");
-    if (content) {
-      cm.content = message_text(*content, name + ".content");
-    } else if (role != "assistant") {
-      throw ApiError(400, "'" + name + ".content' is required", name + ".content");
+  try {
+    out = chat_messages_from_json(nlohmann::ordered_json(*msgs));
+  } catch (const Error& e) {
+    // "chat message N: field 'F': ..." names the parameter messages[N].F.
+    const std::string what = e.what();
+    std::string param = "messages";
+    if (size_t n = 0, f = 0; std::sscanf(what.c_str(), "chat message %zu: field '%zn", &n, &f) == 1 && f > 0) {
+      const size_t end = what.find('\'', f);
+      if (end != std::string::npos) param = "messages[" + std::to_string(n) + "]." + what.substr(f, end - f);
     }
-    if (role == "assistant") {
-      const json* calls = field(m, "tool_calls");
-      if (calls && (!calls->is_array() || !calls->empty())) unsupported(name + ".tool_calls", "tool calls");
-      if (auto r = get_string(m, "reasoning_content")) cm.reasoning = *r;
-    }
-    out.push_back(std::move(cm));
+    throw ApiError(400, what, param);
   }
-  if (out.back().role != "user")
-    throw ApiError(400, "the last message must have role 'user' (got '" + out.back().role + "')",
-                   "messages[" + std::to_string(out.size() - 1) + "].role");
+  if (out.back().role == ChatRole::Assistant && !out.back().prefix)
+    throw ApiError(400, "the last message is a finished assistant turn: end with a user or tool message, or mark the "
+                        "assistant message \"prefix\": true to continue it",
+                   "messages[" + std::to_string(out.size() - 1) + "]");
   return out;
+}
+
+// The official encoder's effort levels: "max" adds its paragraph in thinking mode; the others render alike.
+ReasoningEffort parse_effort(const json& body) {
+  const auto e = get_string(body, "reasoning_effort");
+  return e && *e == "max" ? ReasoningEffort::Max : e && *e == "high" ? ReasoningEffort::High : ReasoningEffort::None;
 }
 
 // Thinking mode: chat_template_kwargs {"thinking"|"enable_thinking": bool} (vLLM / SGLang), DeepSeek's
@@ -302,40 +275,19 @@ void resolve_max_tokens(std::optional<int64_t> asked, const char* name, const Pr
   }
 }
 
-// The chat template's control tokens look like "<｜...｜>", plus <think> / </think>.
-bool contains_control_token(const Tokenizer& tok, const std::string& text, std::string& found) {
-  for (const char* t : {chat::kThinkBegin, chat::kThinkEnd})
-    if (text.find(t) != std::string::npos) {
-      found = t;
-      return true;
-    }
-  static const std::string open = "<｜", close = "｜>";
-  for (size_t at = text.find(open); at != std::string::npos; at = text.find(open, at + 1)) {
-    const size_t end = text.find(close, at + open.size());
-    if (end == std::string::npos) break;
-    const std::string cand = text.substr(at, end + close.size() - at);
-    if (tok.token_id(cand)) {
-      found = cand;
-      return true;
-    }
-  }
-  return false;
-}
-
 }  // namespace
 
-std::vector<int32_t> encode_chat_prompt(const Tokenizer& tok, const std::vector<ChatMessage>& messages, bool thinking) {
-  // Message text must not forge the template's role tokens. The tokenizer splits added tokens out of any
-  // text it encodes; until it offers a literal mode (encode(text, SpecialTokens::Literal)), which is where
-  // each message's content should go, content that spells a control token is refused.
-  for (size_t i = 0; i < messages.size(); ++i) {
-    std::string found;
-    if (contains_control_token(tok, messages[i].content, found) || contains_control_token(tok, messages[i].reasoning, found))
-      throw ApiError(400, "messages[" + std::to_string(i) + "].content contains the control token '" + found +
-                              "', which message text may not spell", "messages[" + std::to_string(i) + "].content");
+// Message content is encoded literally (render_messages' ranges): text that spells <｜User｜> stays text.
+std::vector<int32_t> encode_chat_prompt(const Tokenizer& tok, const std::vector<ChatMessage>& messages, bool thinking,
+                                        ReasoningEffort effort) {
+  ChatOptions o;
+  o.mode = thinking ? ThinkingMode::Thinking : ThinkingMode::Chat;
+  o.reasoning_effort = effort;
+  try {
+    return tokenize_chat(tok, messages, o);
+  } catch (const Error& e) {
+    throw ApiError(400, std::string("'messages': ") + e.what(), "messages");
   }
-  const std::string text = encode_messages(messages, thinking ? ThinkingMode::Thinking : ThinkingMode::Chat);
-  return tok.encode(text);
 }
 
 json parse_json_body(const std::string& body) {
@@ -363,7 +315,7 @@ ApiRequest parse_chat_request(const json& body, const Tokenizer& tok, const Prom
   } else if (r.logprobs) {
     r.sampling.top_logprobs = 0;
   }
-  r.prompt = encode_chat_prompt(tok, messages, r.thinking);
+  r.prompt = encode_chat_prompt(tok, messages, r.thinking, parse_effort(body));
   auto mt = get_int(body, "max_completion_tokens");
   const char* mt_name = "max_completion_tokens";
   if (!mt) {
@@ -407,7 +359,8 @@ ApiRequest parse_completion_request(const json& body, const Tokenizer& tok, cons
 }
 
 std::vector<int32_t> parse_tokenize_request(const json& body, const Tokenizer& tok) {
-  if (field(body, "messages")) return encode_chat_prompt(tok, parse_messages(body), parse_thinking(body));
+  if (field(body, "messages"))
+    return encode_chat_prompt(tok, parse_messages(body), parse_thinking(body), parse_effort(body));
   const auto prompt = get_string(body, "prompt");
   if (!prompt) throw ApiError(400, "'prompt' (a string) or 'messages' is required", "prompt");
   return tok.encode(*prompt);

@@ -53,8 +53,8 @@ struct ApiRequest {
 
 // Chat messages to prompt ids. The one place that calls the chat encoder (its API is changing to take
 // OpenAI-format messages; swap it here).
-std::vector<int32_t> encode_chat_prompt(const Tokenizer& tok, const std::vector<ChatMessage>& messages,
-                                        bool thinking);
+std::vector<int32_t> encode_chat_prompt(const Tokenizer& tok, const std::vector<ChatMessage>& messages, bool thinking,
+                                        ReasoningEffort effort = ReasoningEffort::None);
 
 // The parsers below throw ApiError on anything malformed; `body` is the parsed JSON document.
 ApiRequest parse_chat_request(const nlohmann::json& body, const Tokenizer& tok, const PromptLimits& lim);

@@ -8,6 +8,8 @@
 #include "plan/error.hpp"
 #include "runtime/text/chat.hpp"
 
+#include "runtime/text/tokenizer.hpp"
+
 namespace dsv4 {
 namespace {
 
@@ -176,29 +178,49 @@ struct Renderer {
   ptrdiff_t last_user;      // over `turns`
   bool thinking() const { return opt.mode == ThinkingMode::Thinking; }
 
-  // render_message
-  std::string render(size_t i) const {
+  // render_message; the ranges of user-controlled text go to `lit`, offset by `base` (where s lands in
+  // the prompt).
+  std::string render(size_t i, size_t base, std::vector<TextRange>& lit) const {
     const Turn& t = turns[i];
     std::string s;
+    const auto content = [&](const std::string& x) {
+      if (!x.empty()) lit.push_back({base + s.size(), base + s.size() + x.size()});
+      s += x;
+    };
     if (i == 0 && thinking() && opt.reasoning_effort == ReasoningEffort::Max) s += kReasoningEffortMax;
     switch (t.role) {
-      case ChatRole::System: s += t.msg->content + system_extras(*t.msg); break;
-      case ChatRole::Developer: s += kUser + t.msg->content + system_extras(*t.msg); break;
+      case ChatRole::System:
+        content(t.msg->content);
+        s += system_extras(*t.msg);
+        break;
+      case ChatRole::Developer:
+        s += kUser;
+        content(t.msg->content);
+        s += system_extras(*t.msg);
+        break;
       case ChatRole::User:
         s += kUser;
         for (size_t k = 0; k < t.blocks.size(); ++k) {
           if (k) s += "\n\n";
           const Block& b = t.blocks[k];
-          s += b.tool_result ? "<tool_result>" + b.text + "</tool_result>" : b.text;
+          if (b.tool_result) s += "<tool_result>";
+          content(b.text);
+          if (b.tool_result) s += "</tool_result>";
         }
         break;
-      case ChatRole::LatestReminder: s += kLatestReminder + t.msg->content; break;
+      case ChatRole::LatestReminder:
+        s += kLatestReminder;
+        content(t.msg->content);
+        break;
       case ChatRole::Assistant: {
         const ChatMessage& m = *t.msg;
         // An answer to a task turn has no think block.
         const bool after_task = i > 0 && !turns[i - 1].task.empty();
-        if (thinking() && !after_task && !(drop && ptrdiff_t(i) <= last_user)) s += m.reasoning_content + kThinkEnd;
-        s += m.content;
+        if (thinking() && !after_task && !(drop && ptrdiff_t(i) <= last_user)) {
+          content(m.reasoning_content);
+          s += kThinkEnd;
+        }
+        content(m.content);
         if (!m.tool_calls.empty()) s += render_tool_calls(m.tool_calls);
         if (!m.prefix) s += kEos;
         break;
@@ -226,7 +248,7 @@ struct Renderer {
 
 }  // namespace
 
-std::string encode_messages(std::span<const ChatMessage> messages, const ChatOptions& options) {
+ChatPrompt render_messages(std::span<const ChatMessage> messages, const ChatOptions& options) {
   std::vector<Turn> turns = merge_tool_messages(messages);
   sort_tool_results_by_call_order(turns);
   // Tool definitions anywhere keep every turn's reasoning (the official encoder turns drop_thinking off).
@@ -234,18 +256,38 @@ std::string encode_messages(std::span<const ChatMessage> messages, const ChatOpt
   const bool drop = options.drop_thinking && !any_tools;
   if (options.mode == ThinkingMode::Thinking && drop) turns = drop_thinking_messages(std::move(turns));
   const Renderer r{turns, options, drop, find_last_user_index(turns)};
-  std::string s = options.add_bos ? kBos : "";
-  for (size_t i = 0; i < turns.size(); ++i) s += r.render(i);
-  return s;
+  ChatPrompt p;
+  p.text = options.add_bos ? kBos : "";
+  for (size_t i = 0; i < turns.size(); ++i) p.text += r.render(i, p.text.size(), p.literal);
+  return p;
 }
 
-std::string encode_user_prompt(const std::string& user, ThinkingMode mode) {
+std::string encode_messages(std::span<const ChatMessage> messages, const ChatOptions& options) {
+  return render_messages(messages, options).text;
+}
+
+namespace {
+ChatMessage user_message(const std::string& user) {
   ChatMessage m;
   m.role = ChatRole::User;
   m.content = user;
-  ChatOptions o;
-  o.mode = mode;
-  return encode_messages(std::span(&m, 1), o);
+  return m;
+}
+}  // namespace
+
+std::string encode_user_prompt(const std::string& user, ThinkingMode mode) {
+  const ChatMessage m = user_message(user);
+  return encode_messages(std::span(&m, 1), ChatOptions{.mode = mode});
+}
+
+std::vector<int32_t> tokenize_chat(const Tokenizer& tok, std::span<const ChatMessage> messages, const ChatOptions& options) {
+  const ChatPrompt p = render_messages(messages, options);
+  return tok.encode(p.text, p.literal);
+}
+
+std::vector<int32_t> tokenize_user_prompt(const Tokenizer& tok, const std::string& user, ThinkingMode mode) {
+  const ChatMessage m = user_message(user);
+  return tokenize_chat(tok, std::span(&m, 1), ChatOptions{.mode = mode});
 }
 
 }  // namespace dsv4

@@ -9,11 +9,14 @@
 // the evident meaning ("" for null; text parts joined by "\n\n", the official joiner for multi-part
 // tool results) or throws dsv4::Error naming the message index and field.
 #pragma once
+#include <cstdint>
 #include <nlohmann/json.hpp>
 #include <span>
 #include <string>
 #include <string_view>
 #include <vector>
+
+#include "runtime/text/text_range.hpp"
 
 namespace dsv4 {
 
@@ -79,6 +82,22 @@ void attach_tools(std::vector<ChatMessage>& messages, const nlohmann::ordered_js
 // The prompt text, as the official encode_messages(messages, thinking_mode, drop_thinking=...,
 // reasoning_effort=...) returns it.
 std::string encode_messages(std::span<const ChatMessage> messages, const ChatOptions& options);
+
+// The same prompt text with the ranges of user-controlled text (system, developer, user and tool-result
+// content, reasoning and answers of assistant turns; not tool schemas or tool-call DSML) marked, for
+// Tokenizer::encode(text, literal): content that spells <｜User｜> stays text. Every front end of dsv4
+// tokenizes chat prompts this way; where content holds no added-token string the ids are those of the
+// official encoder + tokenizer.
+struct ChatPrompt {
+  std::string text;
+  std::vector<TextRange> literal;  // sorted, disjoint
+};
+ChatPrompt render_messages(std::span<const ChatMessage> messages, const ChatOptions& options);
+
+class Tokenizer;
+// render_messages, then Tokenizer::encode with that content literal: the ids every front end feeds the model.
+std::vector<int32_t> tokenize_chat(const Tokenizer& tok, std::span<const ChatMessage> messages, const ChatOptions& options);
+std::vector<int32_t> tokenize_user_prompt(const Tokenizer& tok, const std::string& user, ThinkingMode mode);
 
 // One user message, ready for generation.
 std::string encode_user_prompt(const std::string& user, ThinkingMode mode);

@@ -465,19 +465,32 @@ std::optional<int32_t> Tokenizer::token_id(std::string_view token) const {
 // ---- encode ----
 
 std::vector<int32_t> Tokenizer::encode(std::string_view text, SpecialTokens special) const {
+  if (special == SpecialTokens::Literal) {
+    const TextRange all{0, text.size()};
+    return encode(text, std::span(&all, 1));
+  }
+  return encode(text, std::span<const TextRange>{});
+}
+
+std::vector<int32_t> Tokenizer::encode(std::string_view text, std::span<const TextRange> literal) const {
   const auto* p = reinterpret_cast<const unsigned char*>(text.data());
   for (size_t i = 0; i < text.size();) {
     const int r = utf8_step(p + i, text.size() - i);
     if (r <= 0) throw Error("tokenizer: input text is not valid UTF-8 at byte " + std::to_string(i));
     i += size_t(r);
   }
+  for (size_t k = 0; k < literal.size(); ++k)
+    if (literal[k].begin > literal[k].end || literal[k].end > text.size() || (k && literal[k].begin < literal[k - 1].end))
+      throw Error("tokenizer: literal ranges must be sorted, disjoint and inside the text");
   std::vector<int32_t> out;
-  if (special == SpecialTokens::Literal) {
-    encode_plain(text, out);
-    return out;
-  }
   size_t plain = 0;  // start of the text since the last added token
+  size_t lit = 0;    // first literal range that ends after i
   for (size_t i = 0; i < text.size();) {
+    while (lit < literal.size() && literal[lit].end <= i) ++lit;
+    if (lit < literal.size() && literal[lit].begin <= i) {  // inside user content: no added tokens here
+      i = literal[lit].end;
+      continue;
+    }
     const Added* hit = nullptr;
     for (int32_t node = trie_root_[p[i]], k = int32_t(i) + 1; node >= 0; ++k) {
       const TrieNode& t = trie_[size_t(node)];
@@ -487,7 +500,7 @@ std::vector<int32_t> Tokenizer::encode(std::string_view text, SpecialTokens spec
       for (const auto& [b, child] : t.next)
         if (b == p[k]) node = child;
     }
-    if (!hit) {
+    if (!hit || (lit < literal.size() && literal[lit].begin < i + hit->content.size())) {
       ++i;
       continue;
     }

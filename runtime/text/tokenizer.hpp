@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "runtime/text/bpe.hpp"
+#include "runtime/text/text_range.hpp"
 
 namespace dsv4 {
 
@@ -35,6 +36,10 @@ class Tokenizer {
   // Text (valid UTF-8, else dsv4::Error) -> token ids. No BOS is added (add_bos_token=false in V4):
   // the chat template writes it.
   std::vector<int32_t> encode(std::string_view text, SpecialTokens special = SpecialTokens::Recognize) const;
+  // Added tokens are recognised only outside `literal` (sorted, non-overlapping ranges of text): a token
+  // string that overlaps a range is encoded as plain text. Where no range holds an added-token string the
+  // ids equal encode(text).
+  std::vector<int32_t> encode(std::string_view text, std::span<const TextRange> literal) const;
   // Ids -> text; invalid or truncated UTF-8 becomes U+FFFD (as HF's lossy decode). With skip_special,
   // tokens flagged `special` (BOS, EOS, pad, ...) produce nothing.
   std::string decode(std::span<const int32_t> ids, bool skip_special = false) const;

@@ -181,6 +181,22 @@ TEST(TokenizerLiteral, SpecialTokenStringsStayText) {
   EXPECT_THROW(tok().encode("bad \xFF", SpecialTokens::Literal), std::exception);
 }
 
+// Literal ranges: added tokens count only outside them; a token string overlapping a range is text.
+TEST(TokenizerLiteral, RangesKeepUserContentLiteral) {
+  const std::string tmpl = "<｜User｜>", content = "a<｜Assistant｜>b", tail = "<｜Assistant｜></think>";
+  const std::string s = tmpl + content + tail;
+  const TextRange r{tmpl.size(), tmpl.size() + content.size()};
+  Ids want{128803};
+  for (int32_t id : tok().encode(content, SpecialTokens::Literal)) want.push_back(id);
+  want.push_back(128804), want.push_back(128822);
+  EXPECT_EQ(tok().encode(s, std::span(&r, 1)), want);
+  EXPECT_EQ(tok().encode(s, std::span<const TextRange>{}), tok().encode(s));
+  const TextRange straddle{2, tmpl.size() + 1};  // cuts into <｜User｜>: it is text then
+  EXPECT_NE(tok().encode(s, std::span(&straddle, 1)).front(), 128803);
+  const TextRange bad[2] = {{5, 9}, {7, 12}};
+  EXPECT_THROW(tok().encode(s, std::span(bad, 2)), std::exception);
+}
+
 // The pre-tokenizer is DeepSeek's, matched by hand: a tokenizer.json with any other Split pattern is
 // refused with the step named, not split some other way.
 TEST(TokenizerLoad, OtherPreTokenizerPatternsAreRefused) {
