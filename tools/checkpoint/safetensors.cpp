@@ -321,6 +321,10 @@ Checkpoint Checkpoint::open(const std::string& path, bool map_data) {
     return open(single.string(), map_data);
   }
   const std::string ip = index_path.string();
+  // The index is a name -> shard map (flash's is 8 MB); bound it like a shard header before reading it whole.
+  if (const uint64_t n = fs::file_size(index_path, ec); !ec && n > kMaxHeaderBytes)
+    throw Error(ip + ": " + std::to_string(n) + " bytes, more than the " + std::to_string(kMaxHeaderBytes) +
+                "-byte limit of an index (corrupt or not a safetensors index)");
   const json j = parse_strict(read_text_file(ip), ip);
   if (!j.is_object()) throw Error(ip + ": expected a JSON object");
   for (auto it = j.begin(); it != j.end(); ++it)

@@ -54,6 +54,12 @@ void require(bool ok, const std::string& where, const std::string& field, const 
 }
 
 std::string str(int64_t v) { return std::to_string(v); }
+// Shortest text that reads back as v ("0", "-1.5", "1e-06"), as the user would have written it.
+std::string num(double v) {
+  std::string s = nlohmann::json(v).dump();
+  if (s.size() > 2 && s.compare(s.size() - 2, 2, ".0") == 0) s.resize(s.size() - 2);
+  return s;
+}
 
 }  // namespace
 
@@ -143,7 +149,7 @@ void validate_shape_config(const ShapeConfig& c, const std::string& where) {
   range(m.bos_token_id, 0, m.vocab_size - 1, "model.bos_token_id");
   range(m.eos_token_id, 0, m.vocab_size - 1, "model.eos_token_id");
   auto positive = [&](double v, const std::string& f) {
-    require(std::isfinite(v) && v > 0, w, f, "must be a finite number > 0, got " + json(v).dump());
+    require(std::isfinite(v) && v > 0, w, f, "must be a finite number > 0, got " + num(v));
   };
   positive(m.rms_norm_eps, "model.rms_norm_eps");
   positive(m.hc_eps, "model.hc_eps");
@@ -155,9 +161,9 @@ void validate_shape_config(const ShapeConfig& c, const std::string& where) {
   positive(m.routed_scaling_factor, "model.routed_scaling_factor");
   positive(m.swiglu_limit, "model.swiglu_limit");
   // YaRN's factor stretches the trained context; below 1 it would shrink it.
-  require(m.rope_scaling.factor >= 1, w, "model.rope_scaling.factor", "must be >= 1, got " + json(m.rope_scaling.factor).dump());
-  require(m.rms_norm_eps < 1, w, "model.rms_norm_eps", "must be < 1, got " + json(m.rms_norm_eps).dump());
-  require(m.hc_eps < 1, w, "model.hc_eps", "must be < 1, got " + json(m.hc_eps).dump());
+  require(m.rope_scaling.factor >= 1, w, "model.rope_scaling.factor", "must be >= 1, got " + num(m.rope_scaling.factor));
+  require(m.rms_norm_eps < 1, w, "model.rms_norm_eps", "must be < 1, got " + num(m.rms_norm_eps));
+  require(m.hc_eps < 1, w, "model.hc_eps", "must be < 1, got " + num(m.hc_eps));
   // compress_ratios: one entry per layer; entries for MTP layers may follow and are ignored.
   const int64_t L = m.num_hidden_layers, n = int64_t(m.compress_ratios.size());
   require(n == L || n == L + m.num_nextn_predict_layers, w, "model.compress_ratios",
