@@ -235,7 +235,7 @@ TEST_F(Convert, OutputOnAReadOnlyFilesystem) {
                         "mount -t tmpfs -o ro,size=64m tmpfs " + outs + " || exit 99; " + kTiny + " convert --hf " + my_ck +
                             " -o " + out + "; rc=$?; ls -A " + outs + " > " + listing + "; exit $rc"});
   ASSERT_NE(r.rc, 99) << show(r);
-  expect_failure(r, {out + ".partial: cannot create the output folder: Read-only file system"});
+  expect_failure(r, {out + ".lock: cannot create the output folder's lock file: Read-only file system"});
   EXPECT_EQ(read_file(listing), "");
 }
 

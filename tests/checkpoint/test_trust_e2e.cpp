@@ -170,32 +170,31 @@ TEST_F(Trust, ALaterConvertRecoversFromAKilledOne) {
 }
 
 TEST_F(Trust, ALaterConvertRecoversFromARealSigkill) {
-  const std::string dck = tmp / "demo_ck", dw = outs + "/dw";
-  ASSERT_EQ(run({kDemo, "synth", "--seed", "5", "-o", dck}).rc, 0);
   const pid_t pid = ::fork();
   if (pid == 0) {
     const int null = ::open("/dev/null", O_WRONLY);
     ::dup2(null, 1);
     ::dup2(null, 2);
-    ::execl(kDemo.c_str(), kDemo.c_str(), "convert", "--hf", dck.c_str(), "-o", dw.c_str(), (char*)nullptr);
+    ::execl(kTiny.c_str(), kTiny.c_str(), "convert", "--hf", my_ck.c_str(), "-o", out.c_str(), (char*)nullptr);
     ::_exit(127);
   }
-  // Kill it once it has started writing (its partial folder exists).
+  // Kill it once it has started writing (its partial folder exists; it fsyncs each file, so there is time).
   bool writing = false;
-  for (int i = 0; i < 200000 && !writing; ++i) {
-    for (auto& n : ls(outs)) writing |= n.rfind("dw.partial-", 0) == 0;
-    if (!writing) std::this_thread::sleep_for(std::chrono::microseconds(50));
+  for (int i = 0; i < 400000 && !writing; ++i) {
+    for (auto& n : ls(outs)) writing |= n.rfind("w.partial-", 0) == 0;
+    if (!writing) std::this_thread::sleep_for(std::chrono::microseconds(25));
   }
   ::kill(pid, SIGKILL);
   int st = 0;
   ::waitpid(pid, &st, 0);
-  if (fs::exists(dw)) GTEST_SKIP() << "the convert finished before it could be killed";
+  if (fs::exists(out)) GTEST_SKIP() << "the convert finished before it could be killed";
   ASSERT_TRUE(writing);
   ASSERT_TRUE(WIFSIGNALED(st));
-  const Result r = run({kDemo, "convert", "--hf", dck, "-o", dw});
+  const Result r = convert();
   ASSERT_EQ(r.rc, 0) << show(r);
   EXPECT_NE(r.err.find("left by an interrupted convert"), std::string::npos) << show(r);
-  EXPECT_EQ(run({kDemo, "check", "-w", dw, "--checksums"}).rc, 0);
+  EXPECT_FALSE(fs::exists(out + ".lock"));
+  EXPECT_EQ(run({kTiny, "check", "-w", out, "--checksums"}).rc, 0);
 }
 
 // ---- defect 5 and 8: token ids and threads ---------------------------------------------------------

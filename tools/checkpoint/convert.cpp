@@ -332,7 +332,7 @@ class OutputLock {
   explicit OutputLock(const std::string& out) : path_(out + ".lock") {
     for (int attempt = 0; attempt < 8; ++attempt) {
       fd_ = ::open(path_.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644);
-      if (fd_ < 0) throw Error(path_ + ": cannot create the lock file of " + out + ": " + std::strerror(errno));
+      if (fd_ < 0) throw Error(path_ + ": cannot create the output folder's lock file: " + std::strerror(errno));
       if (::flock(fd_, LOCK_EX | LOCK_NB) != 0) {
         const int err = errno;
         const std::string who = contents();
