@@ -127,6 +127,16 @@ TEST(SafetensorsCoverage, GapsOnlyAsAlignmentPadding) {
                {"tensor 'b' begins at data byte 128, expected 64", "aligned to 64"});
 }
 
+// The index is read whole: bounded like a header (a sparse file, no disk cost).
+TEST(SafetensorsCoverage, OversizedIndexIsRejectedBeforeReading) {
+  TempDir d;
+  const std::string p = d / "model.safetensors.index.json";
+  write_file(p, "{");
+  ASSERT_EQ(::truncate(p.c_str(), off_t(st::kMaxHeaderBytes + 1)), 0);
+  expect_error([&] { st::Checkpoint::open(d.path.string()); },
+               {p + ": 100000001 bytes, more than the 100000000-byte limit of an index"});
+}
+
 // ---- values that scale every token (defect 3, convert / check-hf part) -------------------------------
 
 TEST(Finite, ClassesAndFirstBadElement) {
