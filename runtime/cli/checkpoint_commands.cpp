@@ -104,7 +104,7 @@ Subcommand add_check(CLI::App& app) {
                 std::printf("rank %lld  %-40s %6llu tensors %14llu bytes  %llu tensors (%llu bytes) checksummed%s\n",
                             (long long)r, f.path.c_str(), (unsigned long long)f.tensors, (unsigned long long)f.bytes,
                             (unsigned long long)f.tensors_verified, (unsigned long long)f.bytes_verified,
-                            f.checksums_verified ? ": checksums ok" : "");
+                            f.tensors > 0 && f.checksums_verified ? ": checksums ok" : "");
                 if (k == 0 && r != r0) continue;  // the replicated file counts once in the totals
                 all_t += f.tensors, all_b += f.bytes, ver_t += f.tensors_verified, ver_b += f.bytes_verified;
                 sec += f.verify_seconds;
