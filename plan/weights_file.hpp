@@ -12,6 +12,7 @@
 //   dequantises wo_a to bf16; that is exact, which the converter checks, so the engine keeps the FP8 bytes.)
 #pragma once
 #include <cstdint>
+#include <string>
 
 namespace dsv4::wfile {
 
@@ -48,5 +49,36 @@ struct TensorEntry {
   uint8_t reserved[32];  // zero
 };
 static_assert(sizeof(TensorEntry) == 256);
+
+// File offset of the data section for a table of n_tensors entries: the table starts right after the
+// header and the data at the next kDataAlign boundary. The writer uses it and the loader requires it, so
+// every byte of a file is accounted for (no slack a corrupt header could point into).
+inline bool data_offset_for(uint64_t n_tensors, uint64_t& out) {
+  if (n_tensors > (UINT64_MAX - sizeof(FileHeader) - kDataAlign) / sizeof(TensorEntry)) return false;
+  out = (sizeof(FileHeader) + n_tensors * sizeof(TensorEntry) + kDataAlign - 1) / kDataAlign * kDataAlign;
+  return true;
+}
+
+// Checks the header's layout fields against the file size, in overflow-safe arithmetic, before any of
+// them is used as an offset: table at sizeof(FileHeader), data section at data_offset_for(n_tensors),
+// data section running exactly to the end of the file. Returns "" when the layout holds, else the
+// reason (the caller adds the path).
+inline std::string layout_error(const FileHeader& h, uint64_t file_size) {
+  const auto s = [](uint64_t v) { return std::to_string(v); };
+  if (h.table_offset != sizeof(FileHeader))
+    return "layout: table_offset is " + s(h.table_offset) + ", expected " + s(sizeof(FileHeader));
+  if (h.n_tensors > file_size / sizeof(TensorEntry))
+    return "layout: n_tensors " + s(h.n_tensors) + " tensor entries cannot fit a file of " + s(file_size) + " bytes";
+  uint64_t want_data = 0;
+  if (!data_offset_for(h.n_tensors, want_data) || h.data_offset != want_data)
+    return "layout: data_offset is " + s(h.data_offset) + ", expected " + s(want_data) + " for " + s(h.n_tensors) +
+           " tensor entries";
+  if (h.data_offset > file_size || h.data_bytes != file_size - h.data_offset)
+    return "layout: data section [" + s(h.data_offset) + ", +" + s(h.data_bytes) + ") does not fit the file of " + s(file_size) +
+           " bytes exactly (truncated or padded file, or a corrupt header)";
+  for (uint8_t b : h.reserved)
+    if (b) return "layout: reserved header bytes are not zero (corrupt header)";
+  return "";
+}
 
 }  // namespace dsv4::wfile

@@ -1,4 +1,5 @@
 // `dsv4 synth`, `convert`, `check`, `check-hf`: checkpoints and converted weights (one process, no MPI).
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <memory>
@@ -89,16 +90,34 @@ Subcommand add_check(CLI::App& app) {
   auto* c = app.add_subcommand("check", "validate a converted weights folder against this plan");
   c->add_option("--weights,-w", o->weights, "weights folder")->required();
   c->add_option("--rank", o->rank, "check one rank (default: all)");
-  c->add_flag("--checksums", o->checksums, "also verify every tensor's XXH3 checksum");
+  c->add_flag("--checksums", o->checksums,
+              "verify every tensor's XXH3 checksum (default: only norms, scales, biases and other small tensors)");
   return {c, [o](ProcessArgs) {
             const int64_t r0 = o->rank < 0 ? 0 : o->rank, r1 = o->rank < 0 ? gen::kRanks : o->rank + 1;
+            const WeightVerify how = o->checksums ? WeightVerify::Full : WeightVerify::Small;
+            uint64_t all_t = 0, all_b = 0, ver_t = 0, ver_b = 0;
+            double sec = 0;
             for (int64_t r = r0; r < r1; ++r) {
-              const auto ws = WeightStore::open(o->weights, r, o->checksums);
-              for (const auto& f : ws.files())
-                std::printf("rank %lld  %-40s %6llu tensors %14llu bytes%s\n", (long long)r, f.path.c_str(),
-                            (unsigned long long)f.tensors, (unsigned long long)f.bytes,
-                            f.checksums_verified ? "  checksums ok" : "");
+              const auto ws = WeightStore::open(o->weights, r, how);
+              for (size_t k = 0; k < ws.files().size(); ++k) {
+                const auto& f = ws.files()[k];
+                std::printf("rank %lld  %-40s %6llu tensors %14llu bytes  %llu tensors (%llu bytes) checksummed%s\n",
+                            (long long)r, f.path.c_str(), (unsigned long long)f.tensors, (unsigned long long)f.bytes,
+                            (unsigned long long)f.tensors_verified, (unsigned long long)f.bytes_verified,
+                            f.tensors > 0 && f.checksums_verified ? ": checksums ok" : "");
+                if (k == 0 && r != r0) continue;  // the replicated file counts once in the totals
+                all_t += f.tensors, all_b += f.bytes, ver_t += f.tensors_verified, ver_b += f.bytes_verified;
+                sec += f.verify_seconds;
+              }
             }
+            std::printf("verified: headers and tensor tables in full; XXH3 of %llu of %llu tensors (%llu of %llu bytes, "
+                        "%.3f s, %.0f MB/s)\n",
+                        (unsigned long long)ver_t, (unsigned long long)all_t, (unsigned long long)ver_b,
+                        (unsigned long long)all_b, sec, ver_b / 1e6 / std::max(sec, 1e-9));
+            if (ver_t < all_t)
+              std::printf("not verified: %llu tensors (%llu bytes): FP8/FP4 weight codes and 2-D BF16 matrices; "
+                          "run with --checksums to hash every tensor\n",
+                          (unsigned long long)(all_t - ver_t), (unsigned long long)(all_b - ver_b));
             std::printf("ok: %s matches plan %016llx (%s)\n", o->weights.c_str(), (unsigned long long)gen::kPlanHash,
                         gen::kConfigName);
             return 0;

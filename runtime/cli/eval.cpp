@@ -25,15 +25,27 @@ namespace {
 
 namespace fs = std::filesystem;
 
+// Token ids of a 1-D int32 or int64 .npy; every id is checked against the vocabulary in its own width,
+// before any narrowing (an int64 2^32 + 6 must not run as 6).
 std::vector<int32_t> read_ids(const std::string& path, const char* what) {
   const npy::Array a = npy::read(path);
   if (a.shape.size() != 1) throw Error(path + ": " + what + " must be 1-D, got shape " + a.shape_str());
+  if (a.descr != "<i8" && a.descr != "<i4") throw Error(path + ": " + what + " must be int32 or int64, got " + a.descr);
+  std::vector<int64_t> wide;
   if (a.descr == "<i8") {
-    const auto v = a.as<int64_t>(path);
-    return {v.begin(), v.end()};
+    wide = a.as<int64_t>(path);
+  } else {
+    const auto v = a.as<int32_t>(path);
+    wide.assign(v.begin(), v.end());
   }
-  if (a.descr != "<i4") throw Error(path + ": " + what + " must be int32 or int64, got " + a.descr);
-  return a.as<int32_t>(path);
+  std::vector<int32_t> ids(wide.size());
+  for (size_t i = 0; i < wide.size(); ++i) {
+    if (wide[i] < 0 || wide[i] >= gen::kVocabSize)
+      throw Error(path + ": " + what + "[" + std::to_string(i) + "] = " + std::to_string(wide[i]) +
+                  " is outside the vocabulary [0, " + std::to_string(gen::kVocabSize) + ")");
+    ids[i] = int32_t(wide[i]);
+  }
+  return ids;
 }
 
 // "L03.attn.kv" -> "L3.attn.kv" (the golden dumps' layer names); other names are unchanged.

@@ -2,6 +2,7 @@
 
 #include <mpi.h>
 #include <omp.h>
+#include <sched.h>
 
 #include <algorithm>
 #include <chrono>
@@ -40,7 +41,26 @@ Comm::Comm(int* argc, char*** argv) {
   for (auto* v : {&counts_.send, &counts_.sdispl, &counts_.recv, &counts_.rdispl}) v->resize(size_t(size_));
 }
 
+namespace {
+
+// The CPUs this process may run on (its affinity mask; cgroup CPU sets shrink it), at least 1.
+int usable_cpus() {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  if (::sched_getaffinity(0, sizeof set, &set) == 0 && CPU_COUNT(&set) > 0) return CPU_COUNT(&set);
+  return std::max(1, omp_get_num_procs());
+}
+
+}  // namespace
+
 int Comm::configure_threads(int requested) const {
+  // libgomp crashes creating tens of thousands of threads; more than a few per usable CPU only adds
+  // switching. The bound is 4x the CPUs of the affinity mask.
+  const int cpus = usable_cpus(), limit = 4 * cpus;
+  if (requested > limit)
+    throw Error("--threads " + std::to_string(requested) + ": at most " + std::to_string(limit) +
+                " (4 x the " + std::to_string(cpus) + " CPUs this process may run on)");
+  if (requested < 0) throw Error("--threads " + std::to_string(requested) + ": must be >= 0 (0: automatic)");
   const int n = requested > 0 ? requested : std::max(1, omp_get_num_procs() / local_size_);
   omp_set_num_threads(n);
   return n;

@@ -23,9 +23,11 @@ struct Array {
   std::vector<int64_t> shape;  // C-order shape; empty = scalar
   std::vector<uint8_t> bytes;  // numel * itemsize bytes
 
+  // Product of the dims; read() guarantees it fits (and its byte size fits the file).
   int64_t numel() const {
     int64_t n = 1;
-    for (int64_t d : shape) n *= d;
+    for (int64_t d : shape)
+      if (d < 0 || __builtin_mul_overflow(n, d, &n)) throw std::runtime_error("npy: shape " + shape_str() + " overflows");
     return n;
   }
   // Typed copy of the payload; throws if the dtype is not T's.
@@ -95,18 +97,38 @@ inline Array read(const std::string& path) {
   const std::string fo = detail::dict_value(h, "fortran_order", path);
   if (fo != "False") throw std::runtime_error("npy " + path + ": expected fortran_order False, got " + fo);
   const std::string sh = detail::dict_value(h, "shape", path);
-  for (size_t i = 0; i < sh.size();) {
-    if (sh[i] >= '0' && sh[i] <= '9') {
-      size_t j = i;
-      while (j < sh.size() && sh[j] >= '0' && sh[j] <= '9') ++j;
-      a.shape.push_back(std::stoll(sh.substr(i, j - i)));
-      i = j;
-    } else {
+  if (sh.size() < 2 || sh.front() != '(' || sh.back() != ')')
+    throw std::runtime_error("npy " + path + ": malformed shape " + sh);
+  // Dims are non-negative decimal integers; every product is overflow-checked and the payload must be in
+  // the file before anything is allocated.
+  uint64_t numel = 1;
+  for (size_t i = 1; i + 1 < sh.size();) {
+    const char c = sh[i];
+    if (c == ' ' || c == ',' || c == 'L') {
       ++i;
+      continue;
     }
+    if (c < '0' || c > '9') throw std::runtime_error("npy " + path + ": malformed shape " + sh);
+    uint64_t d = 0;
+    for (; i + 1 < sh.size() && sh[i] >= '0' && sh[i] <= '9'; ++i)
+      if (__builtin_mul_overflow(d, 10u, &d) || __builtin_add_overflow(d, uint64_t(sh[i] - '0'), &d) ||
+          d > uint64_t(INT64_MAX))
+        throw std::runtime_error("npy " + path + ": shape " + sh + ": a dimension overflows int64");
+    if (__builtin_mul_overflow(numel, d, &numel) || numel > uint64_t(INT64_MAX))
+      throw std::runtime_error("npy " + path + ": shape " + sh + ": element count overflows int64");
+    a.shape.push_back(int64_t(d));
   }
-  const size_t nbytes = size_t(a.numel()) * size_t(detail::itemsize(a.descr));
-  a.bytes.resize(nbytes);
+  uint64_t nbytes = 0;
+  if (__builtin_mul_overflow(numel, uint64_t(detail::itemsize(a.descr)), &nbytes))
+    throw std::runtime_error("npy " + path + ": shape " + sh + ": byte size overflows 64 bits");
+  const std::streamoff here = f.tellg();
+  f.seekg(0, std::ios::end);
+  const std::streamoff end = f.tellg();
+  f.seekg(here);
+  if (here < 0 || end < here || uint64_t(end - here) != nbytes)
+    throw std::runtime_error("npy " + path + ": expected " + std::to_string(nbytes) + " payload bytes for shape " +
+                             a.shape_str() + ", the file holds " + std::to_string(end - here));
+  a.bytes.resize(size_t(nbytes));
   if (nbytes && !f.read(reinterpret_cast<char*>(a.bytes.data()), std::streamsize(nbytes)))
     throw std::runtime_error("npy " + path + ": expected " + std::to_string(nbytes) + " payload bytes for shape " +
                              a.shape_str() + ", file is shorter");

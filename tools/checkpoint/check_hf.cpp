@@ -1,5 +1,7 @@
 #include "tools/checkpoint/check_hf.hpp"
 
+#include <cstdio>
+#include <cstring>
 #include <unordered_map>
 
 #include "plan/error.hpp"
@@ -22,7 +24,40 @@ std::string HfCheckReport::summary(size_t max_names) const {
   list("missing tensor(s)", missing);
   list("tensor(s) with the wrong dtype or shape", mismatched);
   list("unknown tensor(s) (not in the manifest)", unknown);
+  list("tensor(s) with NaN or Inf values", nonfinite);
   return s;
+}
+
+bool must_be_finite(const std::string& name, HfDtype dtype) {
+  switch (dtype) {
+    case HfDtype::F32:
+    case HfDtype::F8_E8M0: return true;
+    case HfDtype::BF16: return name.ends_with("norm.weight");
+    default: return false;
+  }
+}
+
+std::string first_nonfinite(HfDtype dtype, std::span<const uint8_t> b) {
+  auto describe = [](size_t i, bool nan, bool neg, uint32_t bits, int hex_digits) {
+    char h[16];
+    std::snprintf(h, sizeof h, "%0*x", hex_digits, bits);
+    return "element " + std::to_string(i) + " is " + (nan ? "nan" : neg ? "-inf" : "inf") + " (bits 0x" + h + ")";
+  };
+  if (dtype == HfDtype::F32)
+    for (size_t i = 0; i + 4 <= b.size(); i += 4) {
+      uint32_t v;
+      std::memcpy(&v, b.data() + i, 4);
+      if ((v & 0x7f800000u) == 0x7f800000u) return describe(i / 4, v & 0x7fffffu, v >> 31, v, 8);
+    }
+  if (dtype == HfDtype::BF16)
+    for (size_t i = 0; i + 2 <= b.size(); i += 2) {
+      const uint16_t v = uint16_t(b[i] | (b[i + 1] << 8));
+      if ((v & 0x7f80u) == 0x7f80u) return describe(i / 2, v & 0x7fu, v >> 15, v, 4);
+    }
+  if (dtype == HfDtype::F8_E8M0)
+    for (size_t i = 0; i < b.size(); ++i)
+      if (b[i] == 0xff) return describe(i, true, false, 0xff, 2);
+  return "";
 }
 
 HfCheckReport check_hf_checkpoint(const std::string& dir, const ModelConfig& cfg) {
@@ -64,6 +99,15 @@ HfCheckReport check_hf_checkpoint(const std::string& dir, const ModelConfig& cfg
     auto it = by_name.find(name);
     if (it == by_name.end()) r.unknown.push_back(name);
     else if (it->second->mtp) ++r.mtp_skipped;
+  }
+  for (const HfTensor& t : manifest) {
+    if (t.mtp || !must_be_finite(t.name, t.dtype) || t.name.find(".experts.") != std::string::npos) continue;
+    const st::Checkpoint::Entry* e = ck.find(t.name);
+    if (!e || e->info->dtype != t.dtype) continue;
+    const std::vector<uint8_t> bytes = e->file->read(*e->info);
+    ++r.values_checked;
+    if (const std::string bad = first_nonfinite(t.dtype, bytes); !bad.empty())
+      r.nonfinite.push_back(t.name + ": " + bad);
   }
   return r;
 }

@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
@@ -9,7 +10,9 @@
 #include <unistd.h>
 #include <xxhash.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <cstdio>
 #include <chrono>
 #include <cstdio>
 #include <cstring>
@@ -20,6 +23,7 @@
 
 #include "plan/error.hpp"
 #include "plan/weights_file.hpp"
+#include "tools/checkpoint/check_hf.hpp"
 #include "tools/checkpoint/safetensors.hpp"
 
 namespace dsv4 {
@@ -77,6 +81,15 @@ void expect(const st::Checkpoint::Entry* e, const std::string& name, HfDtype dt,
                 " (" + why + "), got " + hf_dtype_name(e->info->dtype) + " " + shape_str(e->info->shape));
 }
 
+// Drops a source tensor's pages from this process (they stay in the page cache): the converter's
+// resident memory stays at a few buffers however large the checkpoint is.
+void release(std::span<const uint8_t> s) {
+  if (s.empty()) return;
+  const uintptr_t page = uintptr_t(::sysconf(_SC_PAGESIZE));
+  const uintptr_t b = uintptr_t(s.data()) / page * page, e = uintptr_t(s.data() + s.size());
+  ::madvise(reinterpret_cast<void*>(b), e - b, MADV_DONTNEED);
+}
+
 // Resolves and checks every source tensor of one file before anything is written.
 std::vector<Job> plan_jobs(const st::Checkpoint& ck, const WeightsTarget& t, plan::WeightFile file, int64_t rank,
                            const std::string& hf_dir) {
@@ -93,6 +106,14 @@ std::vector<Job> plan_jobs(const st::Checkpoint& ck, const WeightsTarget& t, pla
     }
     expect(j.in, j.src, dt, shape, hf_dir, "plan " + t.config_name + " tensor " + w.name);
     if (j.src.ends_with(".wo_a.scale")) check_wo_a_scale(*j.in, j.src);
+    if (must_be_finite(j.src, dt)) {
+      const auto bytes = j.in->file->data(*j.in->info);
+      const std::string bad = first_nonfinite(dt, bytes);
+      release(bytes);
+      if (!bad.empty())
+        throw Error(j.in->file->path() + ": tensor " + j.src + ": " + bad +
+                    " (norm weights, F32 parameters and block scales must be finite)");
+    }
     jobs.push_back(j);
   }
   return jobs;
@@ -165,19 +186,11 @@ void pread_all(int fd, void* p, size_t n, uint64_t off, const std::string& path)
   }
 }
 
-// Drops a source tensor's pages from this process (they stay in the page cache): the converter's
-// resident memory stays at a few buffers however large the checkpoint is.
-void release(std::span<const uint8_t> s) {
-  if (s.empty()) return;
-  const uintptr_t page = uintptr_t(::sysconf(_SC_PAGESIZE));
-  const uintptr_t b = uintptr_t(s.data()) / page * page, e = uintptr_t(s.data() + s.size());
-  ::madvise(reinterpret_cast<void*>(b), e - b, MADV_DONTNEED);
-}
-
-// The size of one converted file: header, tensor table, data section.
+// The file offset of the data section (plan/weights_file.hpp: the loader requires exactly this).
 uint64_t data_offset_for(size_t n_tensors) {
-  return (sizeof(wfile::FileHeader) + n_tensors * sizeof(wfile::TensorEntry) + wfile::kDataAlign - 1) /
-         wfile::kDataAlign * wfile::kDataAlign;
+  uint64_t off = 0;
+  DSV4_ASSERT(wfile::data_offset_for(n_tensors, off), "tensor table size overflows");
+  return off;
 }
 
 // Writes ignore SIGXFSZ while alive: past `ulimit -f` a write then fails with EFBIG, which is reported
@@ -272,7 +285,8 @@ void write_file(const std::string& path, uint32_t kind, int64_t rank, const std:
       e.bytes = uint64_t(w.bytes);
       e.xxh3 = write_tensor(fd, path, hdr.data_offset, jobs[i], t, rank, need_total, prog);
     }
-    pwrite_all(fd, table.data(), table.size() * sizeof(wfile::TensorEntry), hdr.table_offset, path, need_total);
+    if (!table.empty())
+      pwrite_all(fd, table.data(), table.size() * sizeof(wfile::TensorEntry), hdr.table_offset, path, need_total);
     pwrite_all(fd, &hdr, sizeof hdr, 0, path, need_total);
     if (::fsync(fd) != 0) io_error(path, "fsync failed", errno, need_total);
   } catch (...) {
@@ -290,8 +304,10 @@ void write_file(const std::string& path, uint32_t kind, int64_t rank, const std:
   } closer{rfd};
   std::vector<uint8_t> buf(std::max<size_t>(kChunk / 4, sizeof hdr + table.size() * sizeof(wfile::TensorEntry)));
   pread_all(rfd, buf.data(), sizeof hdr + table.size() * sizeof(wfile::TensorEntry), 0, path);
+  // An empty table's data() may be null, which memcmp must not be given even for 0 bytes.
   if (std::memcmp(buf.data(), &hdr, sizeof hdr) != 0 ||
-      std::memcmp(buf.data() + sizeof hdr, table.data(), table.size() * sizeof(wfile::TensorEntry)) != 0)
+      (!table.empty() &&
+       std::memcmp(buf.data() + sizeof hdr, table.data(), table.size() * sizeof(wfile::TensorEntry)) != 0))
     throw Error(path + ": header or tensor table differs from what was written");
   std::unique_ptr<XXH3_state_t, XXH_errorcode (*)(XXH3_state_t*)> state(XXH3_createState(), XXH3_freeState);
   for (const auto& e : table) {
@@ -305,6 +321,77 @@ void write_file(const std::string& path, uint32_t kind, int64_t rank, const std:
     if (XXH3_64bits_digest(state.get()) != e.xxh3)
       throw Error(path + ": tensor " + e.name + ": checksum mismatch after writing");
   }
+}
+
+// One convert per output folder at a time: an advisory lock (flock) on OUT.lock, held for the whole run.
+// The kernel drops it when the process dies, so a killed convert never blocks the next one. The file
+// holds a recognisable line; we remove it at the end only when it holds that line (a file of that name
+// the user made is left alone).
+class OutputLock {
+ public:
+  explicit OutputLock(const std::string& out) : path_(out + ".lock") {
+    for (int attempt = 0; attempt < 8; ++attempt) {
+      fd_ = ::open(path_.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644);
+      if (fd_ < 0) throw Error(path_ + ": cannot create the output folder's lock file: " + std::strerror(errno));
+      if (::flock(fd_, LOCK_EX | LOCK_NB) != 0) {
+        const int err = errno;
+        const std::string who = contents();
+        ::close(fd_);
+        fd_ = -1;
+        if (err == EWOULDBLOCK)
+          throw Error(out + ": another convert is writing this output folder (" + path_ + " is locked" +
+                      (who.empty() ? std::string() : ": " + who) + "); wait for it, or choose another output folder");
+        throw Error(path_ + ": cannot lock: " + std::strerror(err));
+      }
+      // The holder before us may have removed the file between our open and our lock: lock the file
+      // that is at the path now.
+      struct stat a {}, b {};
+      if (::fstat(fd_, &a) == 0 && ::stat(path_.c_str(), &b) == 0 && a.st_ino == b.st_ino && a.st_dev == b.st_dev) {
+        const std::string c = contents();
+        ours_ = c.empty() || c.rfind(kTag, 0) == 0;
+        if (ours_) {
+          const std::string line = std::string(kTag) + " pid " + std::to_string(::getpid()) + "\n";
+          if (::ftruncate(fd_, 0) == 0) (void)!::pwrite(fd_, line.data(), line.size(), 0);
+        }
+        return;
+      }
+      ::close(fd_);
+      fd_ = -1;
+    }
+    throw Error(path_ + ": the lock file keeps changing; is another convert starting and stopping?");
+  }
+  ~OutputLock() {
+    if (fd_ < 0) return;
+    if (ours_ && contents().rfind(kTag, 0) == 0) ::unlink(path_.c_str());  // while still holding the lock
+    ::close(fd_);
+  }
+  OutputLock(const OutputLock&) = delete;
+  OutputLock& operator=(const OutputLock&) = delete;
+
+ private:
+  static constexpr const char* kTag = "dsv4 convert lock";
+  std::string contents() const {
+    char b[128] = {};
+    const ssize_t n = ::pread(fd_, b, sizeof b - 1, 0);
+    std::string s(b, n > 0 ? size_t(n) : 0);
+    while (!s.empty() && (s.back() == '\n' || s.back() == '\0')) s.pop_back();
+    return s;
+  }
+  std::string path_;
+  int fd_ = -1;
+  bool ours_ = false;
+};
+
+// Folders named OUT.partial* beside OUT: left by an earlier convert that was killed (one running now
+// holds the lock). Never ours to delete: named in a warning so the user can remove them.
+std::vector<std::string> stale_partials(const fs::path& out_abs) {
+  std::vector<std::string> r;
+  std::error_code ec;
+  const std::string stem = out_abs.filename().string() + ".partial";
+  for (fs::directory_iterator it(out_abs.parent_path(), ec), end; !ec && it != end; it.increment(ec))
+    if (it->path().filename().string().rfind(stem, 0) == 0) r.push_back(it->path().string());
+  std::sort(r.begin(), r.end());
+  return r;
 }
 
 }  // namespace
@@ -332,13 +419,14 @@ ConvertSummary convert_checkpoint(const std::string& hf_dir, const std::string& 
   ConvertSummary sum;
   std::error_code ec;
   // The output: a new folder in an existing one, never inside the input checkpoint.
-  if (fs::exists(fs::symlink_status(out_dir, ec)))
-    throw Error(out_dir + ": already exists; remove it or choose another output folder");
-  const fs::path out_abs = fs::absolute(out_dir, ec);
+  fs::path out_abs = fs::absolute(out_dir, ec).lexically_normal();
+  if (out_abs.filename().empty()) out_abs = out_abs.parent_path();  // "OUT/"
   const fs::path parent = out_abs.parent_path();
   if (!fs::is_directory(parent, ec))
     throw Error(out_dir + ": cannot create the output folder: " + parent.string() +
                 (fs::exists(parent, ec) ? " is not a directory" : " does not exist"));
+  if (fs::exists(fs::symlink_status(out_abs, ec)))
+    throw Error(out_dir + ": already exists; remove it or choose another output folder");
   const fs::path in_dir = fs::is_regular_file(hf_dir, ec) ? fs::absolute(hf_dir, ec).parent_path() : fs::path(hf_dir);
   const fs::path in_canon = fs::weakly_canonical(in_dir, ec), out_canon = fs::weakly_canonical(out_abs, ec);
   {
@@ -395,10 +483,20 @@ ConvertSummary convert_checkpoint(const std::string& hf_dir, const std::string& 
                   " bytes (" + mib(need) + "), " + std::to_string(avail) + " bytes (" + mib(avail) + ") are available");
   }
 
-  const std::string partial = out_abs.string() + ".partial";
-  fs::remove_all(partial, ec);  // left over from an interrupted run
-  if (::mkdir(partial.c_str(), 0755) != 0)
-    throw Error(partial + ": cannot create the output folder: " + std::strerror(errno));
+  // From here on we write: one convert per output folder (the lock), into a folder of our own that no
+  // other run can have created (mkdtemp), and nothing is ever deleted that this run did not create.
+  const OutputLock lock(out_abs.string());
+  if (fs::exists(fs::symlink_status(out_abs, ec)))
+    throw Error(out_dir + ": already exists; remove it or choose another output folder");
+  if (opt.warnings)
+    for (const std::string& p : stale_partials(out_abs))
+      std::fprintf(stderr,
+                   "dsv4: warning: %s: left by an interrupted convert (not used, not removed); delete it to free "
+                   "its space\n",
+                   p.c_str());
+  std::string partial = out_abs.string() + ".partial-" + std::to_string(::getpid()) + "-XXXXXX";
+  if (!::mkdtemp(partial.data())) throw Error(partial + ": cannot create the output folder: " + std::strerror(errno));
+  ::chmod(partial.c_str(), 0755);
   try {
     const IgnoreSigxfsz no_sigxfsz;
     Progress prog(payload, opt.progress);
@@ -407,8 +505,10 @@ ConvertSummary convert_checkpoint(const std::string& hf_dir, const std::string& 
     for (int64_t r = 0; r < t.ranks; ++r)
       write_file(partial + "/" + rank_file_name(r, t.ranks), wfile::kKindRank, r, ranks[size_t(r)], t,
                  uint64_t(t.rank_bytes), need, prog);
-    fs::rename(partial, out_abs, ec);
-    if (ec) throw Error(partial + ": rename to " + out_abs.string() + " failed: " + ec.message());
+    // RENAME_NOREPLACE: an OUT created meanwhile (even an empty folder, which rename() would replace)
+    // makes this fail instead of being replaced.
+    if (::renameat2(AT_FDCWD, partial.c_str(), AT_FDCWD, out_abs.c_str(), RENAME_NOREPLACE) != 0)
+      throw Error(partial + ": rename to " + out_abs.string() + " failed: " + std::strerror(errno));
   } catch (...) {
     fs::remove_all(partial, ec);
     throw;

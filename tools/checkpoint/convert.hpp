@@ -42,10 +42,12 @@ struct ConvertSummary {
 };
 
 // Converts `hf_dir` into `out_dir` (which must not exist): checks every source tensor and the free
-// space first, writes into `out_dir.partial/`, verifies every file's checksums by re-reading, then
-// renames the folder. Streams tensor by tensor (source pages are released after use), never writes
-// into hf_dir. Throws dsv4::Error naming the tensor / file / field; on any failure the partial folder
-// is removed, so nothing is left behind.
+// space first; takes an advisory lock on `out_dir.lock` (a second convert to the same folder fails at
+// once, naming the holder); writes into a new `out_dir.partial-<pid>-<random>/`, verifies every file's
+// checksums by re-reading, then renames the folder (never over an existing one). Streams tensor by
+// tensor (source pages are released after use), never writes into hf_dir. Throws dsv4::Error naming the
+// tensor / file / field; on any failure the partial folder this run created is removed. Nothing this run
+// did not create is deleted: partial folders of a killed run are named in a warning and left alone.
 ConvertSummary convert_checkpoint(const std::string& hf_dir, const std::string& out_dir, const WeightsTarget& target,
                                   const ConvertOptions& opt = {});
 

@@ -89,6 +89,39 @@ std::string read_text_file(const std::string& path) {
 
 bool mul_overflow(uint64_t a, uint64_t b, uint64_t* r) { return __builtin_mul_overflow(a, b, r); }
 
+// The tensors (sorted by begin, no overlaps) must cover the data section exactly, as the official crate
+// requires (Metadata::validate: each tensor starts where the previous one ends, the last ends at the end
+// of the file): a header length a few bytes short still parses (the header ends in padding) but would
+// shift every tensor. Our own --align files are accepted: gaps only when the data section start and every
+// begin are multiples of one power of two A (8..4096), each begin the first multiple of A at or after the
+// previous end.
+void check_coverage(const std::vector<TensorInfo>& ts, uint64_t data_size, uint64_t data_offset, const std::string& path) {
+  const uint64_t covered = ts.empty() ? 0 : ts.back().end;
+  if (covered != data_size)
+    throw Error(path + ": the tensors end at data byte " + std::to_string(covered) + " but the data section is " +
+                std::to_string(data_size) + " bytes (" + std::to_string(data_offset) +
+                " = 8 + header length to the end of the file): the header length is wrong or the file has trailing "
+                "bytes; the safetensors format requires the tensors to cover the data section exactly");
+  bool gaps = !ts.empty() && ts.front().begin != 0;
+  for (size_t i = 1; i < ts.size() && !gaps; ++i) gaps = ts[i].begin != ts[i - 1].end;
+  if (!gaps) return;
+  uint64_t a = 4096;
+  while (a > 1 && data_offset % a != 0) a /= 2;
+  for (const TensorInfo& t : ts)
+    while (a > 1 && t.begin % a != 0) a /= 2;
+  uint64_t prev = 0;
+  for (size_t i = 0; i < ts.size(); ++i) {
+    const uint64_t want = a >= 8 ? (prev + a - 1) / a * a : prev;
+    if (ts[i].begin != want)
+      throw Error(path + ": tensor '" + ts[i].name + "' begins at data byte " + std::to_string(ts[i].begin) +
+                  ", expected " + std::to_string(want) + " (" +
+                  (i ? "right after '" + ts[i - 1].name + "'" : std::string("the start of the data section")) +
+                  (a >= 8 ? ", aligned to " + std::to_string(a) : std::string()) +
+                  "): gaps are allowed only below a common power-of-two alignment of every offset");
+    prev = ts[i].end;
+  }
+}
+
 }  // namespace
 
 // ---- SafetensorsFile --------------------------------------------------------------------------------
@@ -122,6 +155,24 @@ const TensorInfo* SafetensorsFile::find(std::string_view name) const {
 std::span<const uint8_t> SafetensorsFile::data(const TensorInfo& t) const {
   if (!map_) throw Error(path_ + ": tensor '" + t.name + "': file was opened header-only, no data mapped");
   return {map_ + data_offset() + t.begin, t.bytes()};
+}
+
+std::vector<uint8_t> SafetensorsFile::read(const TensorInfo& t) const {
+  if (map_) {
+    const auto d = data(t);
+    return {d.begin(), d.end()};
+  }
+  const int fd = ::open(path_.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) throw Error(path_ + ": cannot open: " + errno_str());
+  std::vector<uint8_t> b(size_t(t.bytes()));
+  try {
+    pread_all(fd, b.data(), b.size(), data_offset() + t.begin, path_);
+  } catch (...) {
+    ::close(fd);
+    throw;
+  }
+  ::close(fd);
+  return b;
 }
 
 SafetensorsFile SafetensorsFile::open(const std::string& path, bool map_data) {
@@ -227,6 +278,7 @@ SafetensorsFile SafetensorsFile::open(const std::string& path, bool map_data) {
                   ") and '" + b.name + "' [" + std::to_string(b.begin) + ", " + std::to_string(b.end) +
                   ") overlap");
   }
+  check_coverage(f.tensors_, data_size, f.data_offset(), path);
   for (size_t i = 0; i < f.tensors_.size(); ++i) f.by_name_.emplace(f.tensors_[i].name, i);
 
   if (map_data) {
@@ -269,6 +321,10 @@ Checkpoint Checkpoint::open(const std::string& path, bool map_data) {
     return open(single.string(), map_data);
   }
   const std::string ip = index_path.string();
+  // The index is a name -> shard map (flash's is 8 MB); bound it like a shard header before reading it whole.
+  if (const uint64_t n = fs::file_size(index_path, ec); !ec && n > kMaxHeaderBytes)
+    throw Error(ip + ": " + std::to_string(n) + " bytes, more than the " + std::to_string(kMaxHeaderBytes) +
+                "-byte limit of an index (corrupt or not a safetensors index)");
   const json j = parse_strict(read_text_file(ip), ip);
   if (!j.is_object()) throw Error(ip + ": expected a JSON object");
   for (auto it = j.begin(); it != j.end(); ++it)

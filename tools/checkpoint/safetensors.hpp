@@ -37,7 +37,10 @@ struct TensorInfo {
 // (no duplicate keys) of tensor entries plus an optional "__metadata__" string map; each entry has exactly
 // dtype (one of HfDtype), shape (non-negative integers), data_offsets ([begin, end], begin <= end);
 // end inside the file; end - begin == product(shape) * dtype size (overflow-checked); no two tensors
-// overlap. Gaps between tensors are accepted (the official crate rejects them; see SafetensorsWriter).
+// overlap; the tensors cover the data section exactly (the last ends at the end of the file, so a wrong
+// header length cannot shift them). Gaps between tensors are accepted only as alignment padding (every
+// offset and the data start a multiple of one power of two, each gap shorter than it: this project's
+// --align files; the official crate rejects any gap, see SafetensorsWriter).
 class SafetensorsFile {
  public:
   static SafetensorsFile open(const std::string& path, bool map_data = true);
@@ -56,6 +59,8 @@ class SafetensorsFile {
   const TensorInfo* find(std::string_view name) const;  // nullptr if absent
   // Bytes of a tensor of this file; throws if the file was opened without map_data.
   std::span<const uint8_t> data(const TensorInfo& t) const;
+  // A copy of a tensor's bytes read from the file (works without map_data).
+  std::vector<uint8_t> read(const TensorInfo& t) const;
 
  private:
   SafetensorsFile() = default;

@@ -1,11 +1,13 @@
 #include "tools/config/config_json.hpp"
 
+#include <cmath>
 #include <fstream>
 #include <set>
 #include <sstream>
 
 #include "plan/error.hpp"
 #include "tools/config/hf_config.hpp"
+#include "tools/config/strict_json.hpp"
 
 namespace dsv4 {
 namespace {
@@ -52,6 +54,12 @@ void require(bool ok, const std::string& where, const std::string& field, const 
 }
 
 std::string str(int64_t v) { return std::to_string(v); }
+// Shortest text that reads back as v ("0", "-1.5", "1e-06"), as the user would have written it.
+std::string num(double v) {
+  std::string s = nlohmann::json(v).dump();
+  if (s.size() > 2 && s.compare(s.size() - 2, 2, ".0") == 0) s.resize(s.size() - 2);
+  return s;
+}
 
 }  // namespace
 
@@ -77,12 +85,7 @@ json deploy_to_json(const DeployConfig& d) {
 }
 
 ShapeConfig parse_shape_config(const std::string& text, const std::string& name, const std::string& where) {
-  json j;
-  try {
-    j = json::parse(text);
-  } catch (const json::parse_error& e) {
-    throw Error(where + ": invalid JSON: " + e.what());
-  }
+  const json j = parse_json_no_duplicates<json>(text, where);
   reject_unknown(j, {"model", "deploy"}, where);
   if (!j.contains("model")) throw Error(where + ": missing key \"model\" (the HF config.json fields)");
   if (!j.contains("deploy")) throw Error(where + ": missing key \"deploy\"");
@@ -116,20 +119,51 @@ void validate_shape_config(const ShapeConfig& c, const std::string& where) {
   const ModelConfig& m = c.model;
   const DeployConfig& d = c.deploy;
   const std::string w = where;
-  auto pos = [&](int64_t v, const char* f) { require(v > 0, w, f, "must be > 0, got " + str(v)); };
-  pos(m.num_hidden_layers, "model.num_hidden_layers");
-  pos(m.hidden_size, "model.hidden_size");
-  pos(m.num_attention_heads, "model.num_attention_heads");
-  pos(m.vocab_size, "model.vocab_size");
-  pos(m.n_routed_experts, "model.n_routed_experts");
-  pos(m.num_experts_per_tok, "model.num_experts_per_tok");
-  pos(m.sliding_window, "model.sliding_window");
-  pos(m.index_topk, "model.index_topk");
-  pos(m.index_n_heads, "model.index_n_heads");
-  pos(m.hc_mult, "model.hc_mult");
-  pos(m.hc_sinkhorn_iters, "model.hc_sinkhorn_iters");
-  pos(m.o_groups, "model.o_groups");
-
+  // Every size in range before anything multiplies them: with these bounds no byte count plangen forms
+  // overflows int64 (the largest products are checked below against kMaxBytes).
+  auto range = [&](int64_t v, int64_t lo, int64_t hi, const std::string& f) {
+    require(v >= lo && v <= hi, w, f, "must be in [" + str(lo) + ", " + str(hi) + "], got " + str(v));
+  };
+  constexpr int64_t K = 1024, M = 1024 * 1024;
+  range(m.num_hidden_layers, 1, K, "model.num_hidden_layers");
+  range(m.hidden_size, 1, 64 * K, "model.hidden_size");
+  range(m.num_attention_heads, 1, K, "model.num_attention_heads");
+  range(m.vocab_size, 1, 16 * M, "model.vocab_size");
+  range(m.n_routed_experts, 1, 4 * K, "model.n_routed_experts");
+  range(m.num_experts_per_tok, 1, K, "model.num_experts_per_tok");
+  range(m.sliding_window, 1, 64 * K, "model.sliding_window");
+  range(m.index_topk, 1, 64 * K, "model.index_topk");
+  range(m.index_n_heads, 1, K, "model.index_n_heads");
+  range(m.hc_mult, 1, 64, "model.hc_mult");
+  range(m.hc_sinkhorn_iters, 1, 1000, "model.hc_sinkhorn_iters");
+  range(m.o_groups, 1, K, "model.o_groups");
+  range(m.head_dim, 1, 4 * K, "model.head_dim");
+  range(m.qk_rope_head_dim, 1, m.head_dim - 1, "model.qk_rope_head_dim");
+  range(m.q_lora_rank, 1, 64 * K, "model.q_lora_rank");
+  range(m.o_lora_rank, 1, 64 * K, "model.o_lora_rank");
+  range(m.moe_intermediate_size, 1, 64 * K, "model.moe_intermediate_size");
+  range(m.max_position_embeddings, 1, 16 * M, "model.max_position_embeddings");
+  range(m.num_nextn_predict_layers, 0, 16, "model.num_nextn_predict_layers");
+  range(m.rope_scaling.original_max_position_embeddings, 1, 16 * M, "model.rope_scaling.original_max_position_embeddings");
+  // Token ids the engine acts on must be tokens: an EOS outside the vocabulary never stops generation.
+  range(m.bos_token_id, 0, m.vocab_size - 1, "model.bos_token_id");
+  range(m.eos_token_id, 0, m.vocab_size - 1, "model.eos_token_id");
+  auto positive = [&](double v, const std::string& f) {
+    require(std::isfinite(v) && v > 0, w, f, "must be a finite number > 0, got " + num(v));
+  };
+  positive(m.rms_norm_eps, "model.rms_norm_eps");
+  positive(m.hc_eps, "model.hc_eps");
+  positive(m.rope_theta, "model.rope_theta");
+  positive(m.compress_rope_theta, "model.compress_rope_theta");
+  positive(m.rope_scaling.factor, "model.rope_scaling.factor");
+  positive(m.rope_scaling.beta_fast, "model.rope_scaling.beta_fast");
+  positive(m.rope_scaling.beta_slow, "model.rope_scaling.beta_slow");
+  positive(m.routed_scaling_factor, "model.routed_scaling_factor");
+  positive(m.swiglu_limit, "model.swiglu_limit");
+  // YaRN's factor stretches the trained context; below 1 it would shrink it.
+  require(m.rope_scaling.factor >= 1, w, "model.rope_scaling.factor", "must be >= 1, got " + num(m.rope_scaling.factor));
+  require(m.rms_norm_eps < 1, w, "model.rms_norm_eps", "must be < 1, got " + num(m.rms_norm_eps));
+  require(m.hc_eps < 1, w, "model.hc_eps", "must be < 1, got " + num(m.hc_eps));
   // compress_ratios: one entry per layer; entries for MTP layers may follow and are ignored.
   const int64_t L = m.num_hidden_layers, n = int64_t(m.compress_ratios.size());
   require(n == L || n == L + m.num_nextn_predict_layers, w, "model.compress_ratios",
@@ -179,7 +213,7 @@ void validate_shape_config(const ShapeConfig& c, const std::string& where) {
           "must be [128, 128]");
 
   // Deploy block.
-  pos(d.ranks, "deploy.ranks");
+  range(d.ranks, 1, 4 * K, "deploy.ranks");
   auto mode = [&](int64_t v, const char* f) {
     require(v == 1 || v == d.ranks, w, f, "must be 1 or deploy.ranks (" + str(d.ranks) + "), got " + str(v));
   };
@@ -188,14 +222,34 @@ void validate_shape_config(const ShapeConfig& c, const std::string& where) {
   mode(d.lmhead_tp, "deploy.lmhead_tp");
   require(m.n_routed_experts % d.moe_ep == 0, w, "model.n_routed_experts",
           "must be divisible by deploy.moe_ep (" + str(d.moe_ep) + "), got " + str(m.n_routed_experts));
-  pos(d.max_tokens_per_step, "deploy.max_tokens_per_step");
-  pos(d.max_requests_per_rank, "deploy.max_requests_per_rank");
-  pos(d.max_context, "deploy.max_context");
-  pos(d.kv_block, "deploy.kv_block");
+  range(d.max_tokens_per_step, 1, 64 * K, "deploy.max_tokens_per_step");
+  range(d.max_requests_per_rank, 1, 4 * K, "deploy.max_requests_per_rank");
+  range(d.max_context, 1, 16 * M, "deploy.max_context");
+  range(d.kv_block, 1, 64 * K, "deploy.kv_block");
   require(d.max_requests_per_rank <= d.max_tokens_per_step, w, "deploy.max_requests_per_rank",
           "must be <= max_tokens_per_step (" + str(d.max_tokens_per_step) + "), got " + str(d.max_requests_per_rank));
   require(d.max_context <= m.max_position_embeddings, w, "deploy.max_context",
           "must be <= model.max_position_embeddings (" + str(m.max_position_embeddings) + "), got " + str(d.max_context));
+
+  // The largest byte counts plangen forms, each bounded well below int64 so that sums of them cannot wrap.
+  constexpr __int128 kMaxBytes = __int128(1) << 50;  // 1 PiB
+  auto bytes = [&](__int128 v, const std::string& what) {
+    if (v <= kMaxBytes) return;
+    std::string digits;
+    for (__int128 x = v; x > 0; x /= 10) digits.insert(digits.begin(), char('0' + int(x % 10)));
+    require(false, w, what, "is " + digits + " bytes, more than the 2^50-byte limit");
+  };
+  const __int128 L128 = L;
+  bytes(__int128(m.vocab_size) * m.hidden_size * 4, "model.vocab_size * model.hidden_size (embedding / head)");
+  bytes(L128 * m.n_routed_experts * 3 * m.hidden_size * m.moe_intermediate_size,
+        "layers * experts * 3 * hidden_size * moe_intermediate_size (routed experts)");
+  bytes(L128 * m.num_attention_heads * m.head_dim * std::max(m.q_lora_rank, m.o_lora_rank * m.o_groups) * 2,
+        "layers * heads * head_dim * lora rank (attention)");
+  bytes(L128 * d.max_context * d.max_requests_per_rank * (m.head_dim + m.index_head_dim) * 4,
+        "layers * max_context * max_requests_per_rank * head_dim (KV caches)");
+  bytes(__int128(d.max_tokens_per_step) * m.hc_mult * m.hidden_size * m.num_experts_per_tok * 16 +
+            __int128(d.max_tokens_per_step) * d.ranks * std::max<int64_t>(m.vocab_size, m.index_topk * m.num_attention_heads) * 4,
+        "max_tokens_per_step * activation width (the step's buffers)");
 }
 
 int64_t vocab_shard_rows(const ShapeConfig& c) {

@@ -7,6 +7,7 @@
 #include <type_traits>
 
 #include "plan/error.hpp"
+#include "tools/config/strict_json.hpp"
 
 namespace dsv4 {
 namespace {
@@ -188,13 +189,7 @@ ModelConfig load_hf_config(const std::string& path) {
   if (!f) throw Error(path + ": cannot open config.json");
   std::stringstream ss;
   ss << f.rdbuf();
-  nlohmann::json j;
-  try {
-    j = nlohmann::json::parse(ss.str());
-  } catch (const nlohmann::json::exception& e) {
-    throw Error(path + ": invalid JSON: " + e.what());
-  }
-  return model_config_from_json(j, path);
+  return model_config_from_json(parse_json_no_duplicates(ss.str(), path), path);
 }
 
 void save_hf_config(const ModelConfig& c, const std::string& path) {
