@@ -369,14 +369,28 @@ void EngineLoop::root_loop(const std::atomic<bool>* stop) {
   Shared& sh = *shared_;
   bool draining = false;
   double deadline = 0;
+  // Events go out after the stats snapshot is updated, so a client that sees its request end also
+  // sees its slot and blocks freed in stats().
+  std::vector<std::pair<int64_t, TokenEvent>> events;
+  auto deliver = [&] {
+    {
+      std::lock_guard lk(sh.m);
+      sh.snapshot.queued = sched_->queued();
+      sh.snapshot.running = sched_->running();
+      sh.snapshot.kv_blocks_used = sched_->kv_blocks_used();
+    }
+    for (auto& [id, ev] : events) {
+      const auto it = sinks_.find(id);
+      if (it == sinks_.end()) continue;
+      it->second(ev);
+      if (ev.finish != FinishReason::None) sinks_.erase(it), queued_.erase(id);
+    }
+    events.clear();
+  };
   auto emit_end = [&](int64_t id, FinishReason why) {
-    const auto it = sinks_.find(id);
-    if (it == sinks_.end()) return;
     TokenEvent ev;
     ev.finish = why;
-    it->second(ev);
-    sinks_.erase(it);
-    queued_.erase(id);
+    events.emplace_back(id, std::move(ev));
   };
   for (;;) {
     std::deque<Pending> in;
@@ -389,7 +403,7 @@ void EngineLoop::root_loop(const std::atomic<bool>* stop) {
     for (Pending& p : in) {
       std::string why;
       if (!sched_->submit(p.id, p.req.prompt, p.req.max_new_tokens, p.req.stop_tokens, p.pinned, why)) {
-        TokenEvent ev;
+        TokenEvent ev;  // checked at submission already: cannot happen unless the limits disagree
         ev.finish = FinishReason::Rejected;
         p.sink(ev);
         continue;
@@ -408,6 +422,7 @@ void EngineLoop::root_loop(const std::atomic<bool>* stop) {
     if (draining && comm_.wtime() >= deadline)
       for (const auto& [id, sink] : std::vector<std::pair<int64_t, EventSink>>(sinks_.begin(), sinks_.end())) sched_->cancel(id);
     for (const Finished& f : sched_->take_cancelled()) emit_end(f.id, f.reason);
+    deliver();
 
     StepPlan plan = sched_->plan();
     starting_.clear();
@@ -419,12 +434,6 @@ void EngineLoop::root_loop(const std::atomic<bool>* stop) {
         starting_.emplace(c.id, std::move(it->second));
         queued_.erase(it);
       }
-    {
-      std::lock_guard lk(sh.m);
-      sh.snapshot.queued = sched_->queued();
-      sh.snapshot.running = sched_->running();
-      sh.snapshot.kv_blocks_used = sched_->kv_blocks_used();
-    }
     if (plan.empty()) {
       std::unique_lock lk(sh.m);
       const bool nothing_new = sh.pending.empty() && sh.cancels.empty();
@@ -457,13 +466,10 @@ void EngineLoop::root_loop(const std::atomic<bool>* stop) {
         ev.logprob = rec.logprob;
         ev.top.assign(rec.top, rec.top + std::clamp(rec.n_top, 0, int32_t(kMaxTopLogprobs)));
         ev.finish = why;
-        const auto it = sinks_.find(rec.id);
-        if (it != sinks_.end()) {
-          it->second(ev);
-          if (why != FinishReason::None) sinks_.erase(it);
-        }
+        events.emplace_back(rec.id, std::move(ev));
       }
     }
+    deliver();
   }
   pack(StepPlan{}, kCmdExit);
   comm_.broadcast_idle(wire_.data(), int64_t(wire_.size()), 0, kIdlePollMaxUs);
