@@ -82,6 +82,7 @@ int client(GenerationBackend& b, const CheckOptions& opt, const Tokenizer* tok) 
     std::printf("%s\n", text.c_str());
     return 0;
   }
+  if (opt.requests < 3) throw Error("loop-check: --requests must be at least 3");
   // Requests of varied shape: prompt lengths across chunk boundaries, sampling settings, logprobs.
   std::mt19937_64 rng(opt.seed);
   std::vector<GenerationRequest> reqs(size_t(opt.requests));
