@@ -183,6 +183,7 @@ std::shared_ptr<RequestStream> EngineLoop::submit(GenerationRequest req, SubmitS
     status = SubmitStatus::Invalid;
     return nullptr;
   }
+  if (req.stop_tokens.empty()) req.stop_tokens = {int32_t(gen::kEosTokenId)};  // the contract's default
   std::weak_ptr<Shared> weak = shared_;
   auto cancel = [weak](int64_t id) {
     if (auto sh = weak.lock()) {
