@@ -108,9 +108,12 @@ int client(GenerationBackend& b, const CheckOptions& opt, const Tokenizer* tok) 
   for (int i = 0; i < opt.requests; ++i) {
     const bool same = alone[size_t(i)] == together[size_t(i)];
     bad += !same;
-    std::printf("request %2d: %3zu prompt tokens, %zu new (%s), T=%.2f: %s\n", i, reqs[size_t(i)].prompt.size(),
-                together[size_t(i)].tokens.size(), finish_reason_name(together[size_t(i)].finish),
-                reqs[size_t(i)].sampling.temperature, same ? "alone == among the others" : "DIFFERS");
+    uint64_t h = 1469598103934665603ull;  // FNV-1a of the tokens: compared across rank counts by the test
+    for (int32_t t : together[size_t(i)].tokens) h = (h ^ uint32_t(t)) * 1099511628211ull;
+    std::printf("request %2d: %3zu prompt tokens, %zu new (%s), T=%.2f, tokens %016llx: %s\n", i,
+                reqs[size_t(i)].prompt.size(), together[size_t(i)].tokens.size(),
+                finish_reason_name(together[size_t(i)].finish), reqs[size_t(i)].sampling.temperature,
+                (unsigned long long)h, same ? "alone == among the others" : "DIFFERS");
   }
   // Two requests with the same seed and settings give the same tokens; a different seed differs.
   GenerationRequest a = reqs[1];

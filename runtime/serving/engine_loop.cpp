@@ -13,8 +13,9 @@ namespace {
 enum : int64_t { kCmdStep = 1, kCmdExit = 2 };
 
 // The plan on the wire: a header, then the arrays, in one fixed-size broadcast.
-// Waiting ranks poll the next plan at most this far apart (idle: about 200 cheap wake-ups a second).
-constexpr int64_t kIdlePollMaxUs = 5000;
+// Waiting ranks poll the next plan at most this far apart: idle, 100 cheap wake-ups a second per rank;
+// the first step after idle starts up to this late.
+constexpr int64_t kIdlePollMaxUs = 10000;
 
 struct WireHeader {
   int64_t cmd, n_tokens, prefill_tokens, decode_tokens;

@@ -25,6 +25,10 @@ case $mode in
     convert "$bin/dsv4-tiny16" "$work/w16"
     "${mpi[@]}" -np 16 "$bin/dsv4-tiny16" loop-check -w "$work/w16" --requests 16 --max-new-tokens 6 | tee "$work/tiny16.out"
     grep -q "^ok: 16 of 16" "$work/tiny16.out"
+    # The same requests on 1 rank (serving.engine_loop_tiny1, run first) gave the same tokens.
+    diff <(grep -o "^request.*tokens [0-9a-f]*" "$work/tiny1.out") <(grep -o "^request.*tokens [0-9a-f]*" "$work/tiny16.out") ||
+      { echo "FAIL: tokens on 16 ranks differ from 1 rank"; exit 1; }
+    echo "ok: 16 ranks == 1 rank"
     ;;
   run)
     if [ ! -f "$work/d1/.done" ]; then
