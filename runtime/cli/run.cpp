@@ -115,11 +115,11 @@ int run_generate(const Comm& comm, const GenerateOptions& opt) {
   if (opt.max_new_tokens < 1) throw Error("--max-new-tokens must be at least 1");
   SamplingParams sp;
   sp.temperature = opt.temperature, sp.top_p = opt.top_p, sp.top_k = opt.top_k, sp.seed = opt.seed;
-  try {
-    check_sampling(sp);
-  } catch (const Error& e) {
-    throw Error(std::string("--") + e.what());
-  }
+  if (!std::isfinite(opt.temperature) || opt.temperature < 0)
+    throw Error("--temperature must be a number >= 0, got " + std::to_string(opt.temperature));
+  if (!(opt.top_p > 0 && opt.top_p <= 1)) throw Error("--top-p must be in (0, 1], got " + std::to_string(opt.top_p));
+  if (opt.top_k < 0) throw Error("--top-k must be >= 0 (0 = off), got " + std::to_string(opt.top_k));
+  check_sampling(sp);
   for (const auto& s : opt.stop)
     if (s.empty()) throw Error("--stop: empty stop string");
   const double t_start = comm.wtime();
