@@ -70,16 +70,25 @@ int run_serve(const Comm& comm, const ServeOptions& opt) {
     std::fprintf(stderr, "serve: config %s on %d rank(s), max_context %lld, listening on %s:%d\n", gen::kConfigName,
                  comm.size(), (long long)gen::kMaxContext, opt.host.c_str(), opt.port);
     http = std::thread([&] {
-      // ===== LEAD: connect the HTTP front end here (branch `api`, runtime/serving/http_server.hpp) =====
-      //   HttpOptions h;  h.host = opt.host;  h.port = opt.port;  h.api_key = opt.api_key;
-      //   h.model_name = gen::kConfigName;   (whatever fields HttpOptions has)
-      //   http_rc = serve_http(loop, h, *tok, g_stop);
-      // serve_http must return once g_stop is true (after its listener stops accepting); the engine loop
-      // is already draining then. Until that call is here, serve runs the engine loop with no listener:
-      std::fprintf(stderr, "serve: the HTTP front end is not connected in this build; the engine idles until SIGTERM\n");
-      while (!g_stop.load()) std::this_thread::sleep_for(std::chrono::milliseconds(100));
-      // ===== end of the call site =====
-      g_stop.store(true);  // the front end ended (error or stop): the loop drains and exits
+      try {
+        // ===== LEAD: connect the HTTP front end here (branch `api`: runtime/serving/http_server.hpp, ========
+        // ===== library dsv4_serving_http). Replace the two placeholder lines below with:                 ========
+        //   HttpOptions h;
+        //   h.host = opt.host, h.port = opt.port, h.api_key = opt.api_key;
+        //   h.drain_timeout_s = int(opt.drain_timeout);
+        //   h.threads = int(std::max<int64_t>(64, opt.max_queue + gen::kRanks * gen::kMaxRequestsPerRank + 16));
+        //   std::atomic<bool> ready{true};  // the engine is loaded before this thread starts
+        //   serve_http(loop, *tok, h, g_stop, ready);
+        // serve_http returns after g_stop turned true and its listener closed; the engine loop drains at
+        // the same time (new submissions get Draining, running requests get --drain-timeout).
+        std::fprintf(stderr, "serve: the HTTP front end is not connected in this build; the engine idles until SIGTERM\n");
+        while (!g_stop.load()) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+        // ===== end of the call site =====
+      } catch (const std::exception& e) {
+        std::fprintf(stderr, "dsv4: error: serve: %s\n", e.what());
+        http_rc = 1;
+      }
+      g_stop.store(true);  // the front end ended (stop, or an error such as a port in use): drain and exit
     });
   }
   loop.run(&g_stop);
