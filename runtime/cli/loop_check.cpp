@@ -4,7 +4,8 @@
 //   tokens and logprobs must be byte-identical (batch invariance + per-request noise streams);
 // - --chat TEXT: one chat prompt through the backend, decoded text to stdout (compared with `dsv4 run`);
 // - --idle-seconds S: the loop idles that long first (for measuring idle CPU from outside), and at the
-//   end the client sets the stop flag: the loop drains and every rank returns.
+//   end the client sets the stop flag with a request running: it drains (0.3 s), new submissions are
+//   refused, and every rank returns.
 #include <atomic>
 #include <cstdio>
 #include <cstring>
@@ -66,7 +67,7 @@ std::shared_ptr<RequestStream> submit(GenerationBackend& b, const GenerationRequ
   return s;
 }
 
-int client(GenerationBackend& b, const CheckOptions& opt, const Tokenizer* tok) {
+int client(GenerationBackend& b, const CheckOptions& opt, const Tokenizer* tok, std::atomic<bool>& stop) {
   if (!opt.chat.empty()) {
     GenerationRequest q;
     q.prompt = tok->encode(encode_user_prompt(opt.chat, ThinkingMode::Chat));
@@ -135,6 +136,25 @@ int client(GenerationBackend& b, const CheckOptions& opt, const Tokenizer* tok) 
   std::printf("after: queued %lld, running %lld, kv blocks %lld of %lld\n", (long long)st.queued, (long long)st.running,
               (long long)st.kv_blocks_used, (long long)st.kv_blocks_total);
   if (st.kv_blocks_used != 0 || st.running != 0) ++bad, std::printf("leak: blocks or requests still held\n");
+  // Drain: after stop a running request still ends (finished, or cancelled at the drain timeout) and
+  // new submissions are refused with Draining.
+  GenerationRequest d = reqs[3];
+  d.max_new_tokens = std::min<int64_t>(gen::kMaxContext - int64_t(d.prompt.size()), 300);
+  d.stop_tokens = {-1};  // never matches: only the length or the drain ends it
+  auto ds = submit(b, d);
+  if (!ds->next(ev, std::chrono::milliseconds(60000))) throw Error("loop-check: no first token");
+  stop.store(true);
+  SubmitStatus st2 = SubmitStatus::Accepted;
+  std::string why;
+  for (int i = 0; i < 100 && st2 == SubmitStatus::Accepted; ++i) {  // the loop sees the flag within ~100 ms
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    auto late = b.submit(reqs[0], st2, why);
+    if (late) drain(*late);
+  }
+  const Result rd = drain(*ds);
+  std::printf("drain: the running request ended %s after %zu tokens; a new one was refused: %s\n",
+              finish_reason_name(rd.finish), rd.tokens.size() + 1, st2 == SubmitStatus::Draining ? why.c_str() : "NO");
+  if (st2 != SubmitStatus::Draining || (rd.finish != FinishReason::Cancelled && rd.finish != FinishReason::Length)) ++bad;
   std::printf("%s: %d of %d requests identical alone and together\n", bad ? "FAIL" : "ok", opt.requests - bad, opt.requests);
   return bad ? 1 : 0;
 }
@@ -144,7 +164,9 @@ int run_check(const Comm& comm, const CheckOptions& opt) {
   if (comm.rank() == 0 && !opt.chat.empty())
     tok = std::make_unique<Tokenizer>(Tokenizer::load(resolve_tokenizer_path(opt.tokenizer, opt.weights)));
   Engine engine(comm, opt.weights);
-  EngineLoop loop(comm, engine, plan_limits(comm.size()), LoopOptions{});
+  LoopOptions lo;
+  lo.drain_timeout_s = 0.3;
+  EngineLoop loop(comm, engine, plan_limits(comm.size()), lo);
   std::atomic<bool> stop{false};
   int rc = 0;
   std::thread t;
@@ -156,7 +178,7 @@ int run_check(const Comm& comm, const CheckOptions& opt) {
           std::this_thread::sleep_for(std::chrono::duration<double>(opt.idle_seconds));
           std::fprintf(stderr, "loop-check: idle phase over\n");
         }
-        rc = client(loop, opt, tok.get());
+        rc = client(loop, opt, tok.get(), stop);
       } catch (const std::exception& e) {
         std::fprintf(stderr, "loop-check: %s\n", e.what());
         rc = 1;

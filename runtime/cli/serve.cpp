@@ -42,7 +42,7 @@ void install_stop_handlers() {
 }
 
 int run_serve(const Comm& comm, const ServeOptions& opt) {
-  if (opt.port < 1 || opt.port > 65535) throw Error("--port: expected 1..65535, got " + std::to_string(opt.port));
+  if (opt.port < 0 || opt.port > 65535) throw Error("--port: expected 0..65535, got " + std::to_string(opt.port));
   if (opt.max_queue < 1) throw Error("--max-queue must be at least 1, got " + std::to_string(opt.max_queue));
   if (!(opt.drain_timeout >= 0)) throw Error("--drain-timeout must be >= 0 seconds");
   // Every rank ignores the first SIGTERM/SIGINT (mpirun forwards them to all ranks): rank 0 drains and
@@ -114,7 +114,7 @@ Subcommand add_serve(CLI::App& app) {
   auto* c = app.add_subcommand("serve", "OpenAI-compatible HTTP server (run under mpirun with the plan's ranks)");
   c->add_option("-w,--weights", s.weights, "converted weights folder")->required();
   c->add_option("--host", s.host, "address to listen on (default 127.0.0.1)");
-  c->add_option("--port", s.port, "TCP port (default 8000)");
+  c->add_option("--port", s.port, "TCP port (default 8000; 0: any free port)");
   c->add_option("--api-key", s.api_key, "require this bearer token (default: none)");
   c->add_option("--max-queue", s.max_queue, "requests waiting for a slot beyond which new ones get HTTP 429 (default 256)");
   c->add_option("--drain-timeout", s.drain_timeout, "seconds running requests may take after SIGTERM (default 30)");
