@@ -18,7 +18,7 @@ convert() {  # convert BINARY OUT: the golden tiny checkpoint for BINARY's plan
 case $mode in
   tiny1)
     convert "$bin/dsv4-tiny" "$work/w1"
-    timeout 240 "$bin/dsv4-tiny" loop-check -w "$work/w1" --requests 16 --max-new-tokens 6 | tee "$work/tiny1.out"
+    timeout 240 "$bin/dsv4-tiny" loop-check -w "$work/w1" --requests 16 --max-new-tokens 6 --threads 1 | tee "$work/tiny1.out"
     grep -q "^ok: 16 of 16" "$work/tiny1.out"
     ;;
   tiny16)
@@ -38,9 +38,9 @@ case $mode in
       touch "$work/d1/.done"
     fi
     for t in 0 0.9; do
-      "$bin/dsv4-demo1" run -w "$work/d1" --prompt "Hello, world!" --seed 5 --temperature $t --max-new-tokens 8 \
+      "$bin/dsv4-demo1" run -w "$work/d1" --threads 1 --prompt "Hello, world!" --seed 5 --temperature $t --max-new-tokens 8 \
         >"$work/run-$t.out" 2>"$work/run-$t.err"
-      "$bin/dsv4-demo1" loop-check -w "$work/d1" --chat "Hello, world!" --seed 5 --temperature $t --max-new-tokens 8 \
+      "$bin/dsv4-demo1" loop-check -w "$work/d1" --threads 1 --chat "Hello, world!" --seed 5 --temperature $t --max-new-tokens 8 \
         >"$work/loop-$t.out" 2>"$work/loop-$t.err"
       cmp "$work/run-$t.out" "$work/loop-$t.out" || { echo "FAIL: T=$t: run printed [$(cat "$work/run-$t.out")], the loop [$(cat "$work/loop-$t.out")]"; exit 1; }
       [ -s "$work/run-$t.out" ] || { echo "FAIL: no text"; exit 1; }
