@@ -33,7 +33,7 @@
 namespace dsv4 {
 
 struct LoopOptions {
-  int64_t max_queue = 256;         // submitted, not yet admitted; more is QueueFull
+  int64_t max_queue = 256;         // submitted, not yet admitted; more is QueueFull (0: unbounded)
   double drain_timeout_s = 30;     // after stop: running requests may finish for this long
   int64_t max_chunk = 0;           // longest prefill chunk (0 = the slab)
   bool exit_when_idle = false;     // end once every submitted request ended (run, eval)
