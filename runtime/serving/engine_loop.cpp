@@ -385,7 +385,10 @@ void EngineLoop::root_loop(const std::atomic<bool>* stop) {
       const auto it = sinks_.find(id);
       if (it == sinks_.end()) continue;
       it->second(ev);
-      if (ev.finish != FinishReason::None) sinks_.erase(it), queued_.erase(id);
+      if (ev.finish != FinishReason::None) {
+        sinks_.erase(it), queued_.erase(id);
+        if (!opt_.exit_when_idle) owner_.erase(id);  // a server keeps no record per past request
+      }
     }
     events.clear();
   };

@@ -97,7 +97,9 @@ class EngineLoop final : public GenerationBackend {
   void run(const std::atomic<bool>* stop = nullptr);
 
   const LoopStats& loop_stats() const { return stats_; }
-  int owner(int64_t id) const;  // rank 0: the rank that ran request id (-1 if it never started)
+  // Rank 0: the rank that ran request id (-1 if it never started; forgotten when it ends unless
+  // exit_when_idle, i.e. run and eval keep it for their reports).
+  int owner(int64_t id) const;
 
  private:
   struct Shared;
