@@ -5,7 +5,6 @@
 #include <algorithm>
 #include <cstdio>
 #include <cstring>
-#include <deque>
 #include <memory>
 #include <filesystem>
 #include <fstream>
@@ -19,6 +18,8 @@
 #include "runtime/cli/commands.hpp"
 #include "runtime/engine/engine.hpp"
 #include "runtime/io/npy.hpp"
+#include "runtime/io/output_file.hpp"
+#include "runtime/serving/engine_loop.hpp"
 
 namespace dsv4 {
 namespace {
@@ -145,68 +146,84 @@ struct Request {
   int owner = 0;
 };
 
-// One request's share of one step in the schedule.
-struct Item {
-  int req;
-  int64_t start, len;
-  bool prefill, logits;
-  bool first, last;  // the request's first / last item: take / free its cache slot
-};
-using Schedule = std::vector<std::vector<Item>>;  // [step][item]
+// Eval's side of the engine loop on every rank: feeds forced (or greedy) tokens instead of samples,
+// keeps each owned request's logits rows, writes per-step logits and per-op traces, and writes a
+// request's files when its owner frees it.
+class EvalObserver final : public StepObserver {
+ public:
+  EvalObserver(const Comm& comm, Engine& engine, const EvalOptions& opt, const std::vector<Request>& reqs, bool tracing)
+      : comm_(comm), engine_(engine), opt_(opt), reqs_(reqs), tracing_(tracing), logits_(reqs.size()), tokens_(reqs.size()) {}
 
-// One rank's steps: requests in order, at most `max_req` active; each step first takes one decode
-// token of every decoding request, then fills the slab with prefill chunks of at most `chunk` tokens.
-Schedule schedule_rank(const std::vector<Request>& reqs, int rank, int64_t max_tokens, int64_t max_req, int64_t chunk) {
-  struct Active {
-    int req;
-    int64_t prefilled = 0, decoded = 0;
-    bool started = false;
-  };
-  std::deque<int> queue;
-  for (int i = 0; i < int(reqs.size()); ++i)
-    if (reqs[size_t(i)].owner == rank) queue.push_back(i);
-  std::vector<Active> active;
-  Schedule out;
-  while (!queue.empty() || !active.empty()) {
-    while (int64_t(active.size()) < max_req && !queue.empty()) active.push_back({queue.front()}), queue.pop_front();
-    std::vector<Item> step;
-    int64_t budget = max_tokens;
-    for (auto& a : active) {
-      const Request& r = reqs[size_t(a.req)];
-      if (a.prefilled == int64_t(r.prompt.size()) && a.decoded < r.steps) {
-        step.push_back({a.req, a.prefilled + a.decoded, 1, false, true, false, false});
-        --budget;
-      }
-    }
-    for (auto& a : active) {
-      const int64_t L = int64_t(reqs[size_t(a.req)].prompt.size());
-      if (a.prefilled == L || budget == 0) continue;
-      const int64_t len = std::min({chunk, L - a.prefilled, budget});
-      step.push_back({a.req, a.prefilled, len, true, a.prefilled + len == L, false, false});
-      budget -= len;
-    }
-    for (auto& it : step) {
-      auto a = std::find_if(active.begin(), active.end(), [&](const Active& x) { return x.req == it.req; });
-      it.first = !a->started;
-      a->started = true;
-      (it.prefill ? a->prefilled : a->decoded) += it.len;
-      const Request& r = reqs[size_t(it.req)];
-      it.last = a->prefilled == int64_t(r.prompt.size()) && a->decoded == r.steps;
-    }
-    std::erase_if(active, [&](const Active& a) {
-      return a.prefilled == int64_t(reqs[size_t(a.req)].prompt.size()) && a.decoded == reqs[size_t(a.req)].steps;
-    });
-    DSV4_ASSERT(!step.empty(), "scheduler made no progress");
-    out.push_back(std::move(step));
+  Executor::OpHook before_step(int64_t, const RankPlan& mine) override {
+    hook_.reset();
+    if (!tracing_ || mine.work.empty()) return {};
+    const PlanItem& it = mine.work[0];  // one request: its rows are the slab rows [0, n)
+    const int64_t L = int64_t(reqs_[0].prompt.size());
+    const std::string name = it.start < L ? "prefill" : "decode" + std::to_string(it.start - L);
+    hook_ = std::make_unique<StepHook>(engine_.arena(), opt_, name, it.count, it.start + it.count - 1);
+    if (!hook_->active()) return {};
+    return std::ref(*hook_);
   }
-  return out;
-}
 
-std::string step_file(const std::string& dir, int64_t step, int rank, const char* suffix) {
-  char b[64];
-  std::snprintf(b, sizeof b, "/step-%05lld-rank-%05d%s", (long long)step, rank, suffix);
-  return dir + b;
-}
+  bool choose(int64_t id, int64_t k, std::span<const float> row, int32_t greedy, int32_t& token) override {
+    const Request& r = reqs_[size_t(id)];
+    auto& l = logits_[size_t(id)];
+    l.insert(l.end(), row.begin(), row.end());
+    tokens_[size_t(id)].push_back(greedy);
+    if (!opt_.step_logits_out.empty()) rows_.insert(rows_.end(), row.begin(), row.end()), row_req_.push_back(int32_t(id));
+    // Decode step k + 1 feeds forced[k] (teacher forcing) or the greedy token.
+    token = !r.forced.empty() && k < r.steps ? r.forced[size_t(k)] : greedy;
+    return true;
+  }
+
+  void after_step(int64_t step, const StepPlan& plan) override {
+    hook_.reset();
+    const double cs = engine_.executor().last_comm_seconds();
+    comm_s += cs;
+    if (plan.prefill_tokens == 0) dec_step_s += engine_.executor().last_step_seconds(), dec_comm_s += cs, n_dec += 1;
+    if (!row_req_.empty()) {
+      const int me = comm_.rank();
+      npy::write(step_file(opt_.step_logits_out, step, me, ".npy"), rows_.data(), {int64_t(row_req_.size()), gen::kVocabSize});
+      npy::write(step_file(opt_.step_logits_out, step, me, ".requests.npy"), row_req_.data(), {int64_t(row_req_.size())});
+      rows_.clear(), row_req_.clear();
+    }
+  }
+
+  void on_release(int64_t id) override {
+    const Request& r = reqs_[size_t(id)];
+    const EvalRequest& q = opt_.requests[size_t(id)];
+    npy::write(q.logits_out, logits_[size_t(id)].data(), {1 + r.steps, gen::kVocabSize});
+    std::string tok_path = q.tokens_out;
+    if (tok_path.empty() && r.forced.empty()) {
+      tok_path = q.logits_out;
+      if (tok_path.ends_with(".npy")) tok_path.resize(tok_path.size() - 4);
+      tok_path += ".tokens.npy";
+    }
+    const auto& t = tokens_[size_t(id)];
+    if (!tok_path.empty()) npy::write(tok_path, t.data(), {int64_t(t.size())});
+    logits_[size_t(id)] = {};
+  }
+
+  double comm_s = 0, dec_step_s = 0, dec_comm_s = 0, n_dec = 0;
+
+ private:
+  static std::string step_file(const std::string& dir, int64_t step, int rank, const char* suffix) {
+    char b[64];
+    std::snprintf(b, sizeof b, "/step-%05lld-rank-%05d%s", (long long)step, rank, suffix);
+    return dir + b;
+  }
+
+  const Comm& comm_;
+  Engine& engine_;
+  const EvalOptions& opt_;
+  const std::vector<Request>& reqs_;
+  bool tracing_;
+  std::unique_ptr<StepHook> hook_;
+  std::vector<std::vector<float>> logits_;  // [1 + steps, vocab] on the owner
+  std::vector<std::vector<int32_t>> tokens_;
+  std::vector<float> rows_;
+  std::vector<int32_t> row_req_;
+};
 
 }  // namespace
 
@@ -266,104 +283,42 @@ int run_eval(const Comm& comm, const EvalOptions& opt) {
   const std::vector<int> owner = assign_requests(costs, dp, opt.assign);
   for (size_t i = 0; i < reqs.size(); ++i) reqs[i].owner = owner[i];
 
-  std::vector<Schedule> sched(size_t(comm.size()));
-  int64_t n_steps = 0;
-  for (int r = 0; r < comm.size(); ++r) {
-    sched[size_t(r)] = schedule_rank(reqs, r, gen::kMaxTokensPerStep, gen::kMaxRequestsPerRank, chunk);
-    n_steps = std::max<int64_t>(n_steps, int64_t(sched[size_t(r)].size()));
-  }
-  // A decode step: no rank prefills in it (these give the per-step collective share).
-  std::vector<bool> decode_step(size_t(n_steps), true);
-  for (const auto& s : sched)
-    for (size_t k = 0; k < s.size(); ++k)
-      for (const Item& it : s[k])
-        if (it.prefill) decode_step[k] = false;
   if (!opt.step_logits_out.empty()) {
     std::error_code ec;
     fs::create_directories(opt.step_logits_out, ec);
   }
+  OutputFile report;
+  if (me == 0 && !opt.json_report.empty()) report = OutputFile(opt.json_report, "JSON report");
 
   Engine engine(comm, opt.weights, opt.verify_checksums);
-  const Schedule& mine = sched[size_t(me)];
-  std::vector<int32_t> slot(reqs.size(), -1);
-  std::vector<std::vector<float>> logits(reqs.size());  // [1 + steps, vocab] on the owner
-  std::vector<std::vector<int32_t>> tokens(reqs.size());
+  EvalObserver obs(comm, engine, opt, reqs, tracing);
+  LoopOptions lo;
+  lo.exit_when_idle = true;
+  lo.max_queue = 0;
+  EngineLoop loop(comm, engine, plan_limits(comm.size(), chunk), lo, &obs);
   std::vector<double> t_prefilled(reqs.size(), 0), t_done(reqs.size(), 0);
-  double comm_s = 0, dec_step_s = 0, dec_comm_s = 0, n_dec = 0;
-
-  const double t0 = comm.wtime();
-  for (int64_t k = 0; k < n_steps; ++k) {
-    static const std::vector<Item> kIdle;
-    const std::vector<Item>& items = k < int64_t(mine.size()) ? mine[size_t(k)] : kIdle;
-    std::vector<StepWork> work;
-    std::vector<int32_t> decode_tok(items.size());
-    for (size_t j = 0; j < items.size(); ++j) {
-      const Item& it = items[j];
-      Request& r = reqs[size_t(it.req)];
-      if (it.first) slot[size_t(it.req)] = engine.start_request();
-      if (it.prefill) {
-        work.push_back({slot[size_t(it.req)], it.start, std::span(r.prompt).subspan(size_t(it.start), size_t(it.len)), it.logits});
-      } else {
-        const int64_t i = it.start - int64_t(r.prompt.size()) + 1;  // decode step, 1-based
-        decode_tok[j] = r.forced.empty() ? tokens[size_t(it.req)].back() : r.forced[size_t(i - 1)];
-        work.push_back({slot[size_t(it.req)], it.start, std::span(&decode_tok[j], 1), true});
-      }
+  double t0 = 0;
+  if (me == 0)
+    for (size_t i = 0; i < reqs.size(); ++i) {
+      GenerationRequest g;
+      g.prompt = reqs[i].prompt;
+      g.max_new_tokens = reqs[i].steps + 1;  // logits rows: after the prompt, then one per decode step
+      g.sampling.temperature = 0;
+      std::string why;
+      const int64_t id = loop.submit_local(std::move(g), int64_t(i), reqs[i].owner, [&, i](const TokenEvent& ev) {
+        if (ev.token >= 0 && t_prefilled[i] == 0) t_prefilled[i] = comm.wtime() - t0;
+        if (ev.finish != FinishReason::None) t_done[i] = comm.wtime() - t0;
+        if (ev.finish != FinishReason::None && ev.finish != FinishReason::Length)
+          throw Error("request " + std::to_string(i) + " ended early: " + finish_reason_name(ev.finish));
+      }, why);
+      if (id < 0) throw Error("request " + std::to_string(i) + " (" + opt.requests[i].input_ids + "): " + why);
+      DSV4_ASSERT(id == int64_t(i), "eval: request ids follow submission order");
     }
-    Executor::OpHook hook_fn;
-    std::unique_ptr<StepHook> hook;
-    if (tracing && !items.empty()) {  // one request: its rows are the slab rows [0, n)
-      const Item& it = items[0];
-      const std::string name = it.prefill ? "prefill" : "decode" + std::to_string(it.start - int64_t(reqs[0].prompt.size()));
-      hook = std::make_unique<StepHook>(engine.arena(), opt, name, it.len, it.start + it.len - 1);
-      if (hook->active()) hook_fn = std::ref(*hook);
-    }
-    engine.step(work, hook_fn);
-    const double now = comm.wtime();
-    const double cs = engine.executor().last_comm_seconds();
-    comm_s += cs;
-    if (decode_step[size_t(k)]) dec_step_s += engine.executor().last_step_seconds(), dec_comm_s += cs, n_dec += 1;
-
-    std::vector<int32_t> row_req;
-    std::vector<float> rows;
-    int64_t j = 0;
-    for (const Item& it : items) {
-      if (!it.logits) continue;
-      const auto row = engine.logits(j);
-      auto& l = logits[size_t(it.req)];
-      l.insert(l.end(), row.begin(), row.end());
-      tokens[size_t(it.req)].push_back(engine.greedy_token(j));
-      if (!opt.step_logits_out.empty()) rows.insert(rows.end(), row.begin(), row.end()), row_req.push_back(it.req);
-      ++j;
-    }
-    if (!row_req.empty()) {
-      npy::write(step_file(opt.step_logits_out, k, me, ".npy"), rows.data(), {int64_t(row_req.size()), gen::kVocabSize});
-      npy::write(step_file(opt.step_logits_out, k, me, ".requests.npy"), row_req.data(), {int64_t(row_req.size())});
-    }
-    // Every rank knows every schedule: request timings are taken on all ranks (steps are lockstep).
-    for (const auto& s : sched)
-      if (k < int64_t(s.size()))
-        for (const Item& it : s[size_t(k)]) {
-          if (it.prefill && it.logits) t_prefilled[size_t(it.req)] = now - t0;
-          if (it.last) t_done[size_t(it.req)] = now - t0;
-        }
-    for (const Item& it : items) {
-      if (!it.last) continue;
-      const Request& r = reqs[size_t(it.req)];
-      const EvalRequest& q = opt.requests[size_t(it.req)];
-      engine.finish_request(slot[size_t(it.req)]);
-      npy::write(q.logits_out, logits[size_t(it.req)].data(), {1 + r.steps, gen::kVocabSize});
-      std::string tok_path = q.tokens_out;
-      if (tok_path.empty() && r.forced.empty()) {
-        tok_path = q.logits_out;
-        if (tok_path.ends_with(".npy")) tok_path.resize(tok_path.size() - 4);
-        tok_path += ".tokens.npy";
-      }
-      const auto& t = tokens[size_t(it.req)];
-      if (!tok_path.empty()) npy::write(tok_path, t.data(), {int64_t(t.size())});
-      logits[size_t(it.req)] = {};
-    }
-  }
+  t0 = comm.wtime();
+  loop.run();
   const double wall = comm.wtime() - t0;
+  const int64_t n_steps = loop.loop_stats().steps;
+  const double comm_s = obs.comm_s, dec_step_s = obs.dec_step_s, dec_comm_s = obs.dec_comm_s, n_dec = obs.n_dec;
 
   // Decode-step collective share of every rank, gathered to rank 0.
   const double mine_stats[3] = {dec_step_s, dec_comm_s, n_dec};
@@ -423,7 +378,7 @@ int run_eval(const Comm& comm, const EvalOptions& opt) {
     std::fprintf(stderr, "eval: %lld decode steps: %.2f ms/step, collectives %.2f ms/step = %.1f%% (ranks %.1f%%..%.1f%%)\n",
                  (long long)n_dec, r["decode_step_ms_mean"].get<double>(), r["decode_collective_ms_mean"].get<double>(),
                  100 * r["decode_collective_share_mean"].get<double>(), 100 * share_min, 100 * share_max);
-  if (!opt.report_json.empty()) std::ofstream(opt.report_json) << r.dump(2) << "\n";
+  if (report.is_open()) report.commit(r.dump(2) + "\n");
   return 0;
 }
 
@@ -454,7 +409,8 @@ Subcommand add_eval(CLI::App& app) {
   c->add_option("--prefix", ev.prefix, "step folder prefix for --trace-out / --inject-from (e.g. len7_)");
   c->add_flag("--inject-ops", ev.inject_ops, "inject every dumped op output (op-level checks), not only layer inputs");
   c->add_flag("--checksums", ev.verify_checksums, "verify weight checksums at start-up");
-  c->add_option("--report-json", ev.report_json, "timing report (TTFT, tokens/s, collective share, memory) as JSON");
+  c->add_option("--json-report", ev.json_report, "timing report (TTFT, tokens/s, collective share, memory) as JSON");
+  c->add_option("--report-json", ev.json_report, "old name of --json-report")->group("");  // hidden alias
   c->add_option("--threads", o->threads, "kernel threads per rank (default: cores / ranks on the node)");
   return {c, [o](ProcessArgs args) {
             return on_ranks(args, o->threads, [&](const Comm& comm) {

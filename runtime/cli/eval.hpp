@@ -2,12 +2,11 @@
 // request's float32 logits [1 + decode steps, vocab] as .npy; with per-op traces in the golden dump
 // format and golden injection (one request only).
 //
-// Several requests run together as the serving loop would: request i is owned by one attention-DP rank
-// (round-robin, or balanced by token count), every rank packs its requests' prefill chunks and decode
-// tokens into the same steps (at most max_tokens_per_step tokens and max_requests_per_rank requests per
-// rank per step; a rank's further requests wait for a free slot), and a rank with no work still runs
-// every step with zero valid rows. The schedule is a pure function of the request lengths, so every
-// rank derives every rank's schedule and all agree on the number of steps without a collective.
+// Several requests run together on the serving engine loop (serving/engine_loop, serving/scheduler):
+// request i is pinned to one attention-DP rank (round-robin, or balanced by token count), rank 0
+// schedules every step (decode tokens first, then prefill chunks, within max_tokens_per_step tokens and
+// max_requests_per_rank requests per rank; a rank's further requests wait for a free slot), a rank with
+// no work still runs every step with zero valid rows, and forced (or greedy) tokens replace samples.
 #pragma once
 #include <cstdint>
 #include <string>
@@ -36,7 +35,7 @@ struct EvalOptions {
   std::string prefix;         // step folder prefix, e.g. "len7_" -> len7_prefill, len7_decode0, ...
   bool inject_ops = false;    // inject every dumped op output (op-level), not only each layer's input
   bool verify_checksums = false;
-  std::string report_json;    // timing report as JSON (rank 0)
+  std::string json_report;    // timing report as JSON (rank 0; --json-report, old name --report-json)
 };
 
 // Request owner ranks for `costs` (tokens per request) over `ranks` DP ranks; `mode` as EvalOptions::assign.

@@ -98,6 +98,19 @@ void Comm::broadcast(void* data, int64_t bytes, int root) const {
   }
 }
 
+void Comm::broadcast_idle(void* data, int64_t bytes, int root, int64_t max_sleep_us) const {
+  if (bytes > std::numeric_limits<int>::max()) throw Error("MPI broadcast too large");
+  MPI_Request req;
+  MPI_Ibcast(data, int(bytes), MPI_BYTE, root, MPI_COMM_WORLD, &req);
+  int64_t sleep_us = 20;
+  for (int done = 0;;) {
+    MPI_Test(&req, &done, MPI_STATUS_IGNORE);
+    if (done) break;
+    std::this_thread::sleep_for(std::chrono::microseconds(sleep_us));
+    sleep_us = std::min(max_sleep_us, sleep_us * 2);
+  }
+}
+
 void Comm::barrier() const { MPI_Barrier(MPI_COMM_WORLD); }
 
 double Comm::wtime() const { return MPI_Wtime(); }

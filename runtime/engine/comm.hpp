@@ -28,6 +28,9 @@ class Comm {
   void alltoall_i64(std::span<const int64_t> send, std::span<int64_t> recv) const;  // one value per peer
   void allgather(const void* send, int64_t bytes, void* recv) const;                // equal blocks
   void broadcast(void* data, int64_t bytes, int root) const;  // root's bytes to all; waiting ranks sleep-poll
+  // broadcast() for a wait of unknown length (the engine loop's next step while the server is idle):
+  // the sleep between polls grows to `max_sleep_us`, so waiting ranks cost next to no CPU.
+  void broadcast_idle(void* data, int64_t bytes, int root, int64_t max_sleep_us) const;
   void barrier() const;
   double wtime() const;
 

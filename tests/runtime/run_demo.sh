@@ -17,10 +17,12 @@ mpi=(mpirun --allow-run-as-root --oversubscribe -np 16)
 common=(run -w "$work/w" --max-new-tokens 4 --temperature 0)
 
 "${mpi[@]}" "$bin" "${common[@]}" --prompt "介绍下北京故宫" --prompt "Hello, world!" \
-  --json-report "$work/both.json" >"$work/both.out"
-cat "$work/both.out"
+  --json-report "$work/both.json" >"$work/both.out" 2>"$work/both.err"
+cat "$work/both.err" "$work/both.out"
+# stdout carries only the generated text; headers and the report go to stderr.
+! grep -q "===\|^run:" "$work/both.out" || { echo "FAIL: headers on stdout"; exit 1; }
 for i in 0 1; do
-  grep -q "=== request $i: [1-4] new tokens, stop: \(eos\|max_new_tokens\) ===" "$work/both.out" ||
+  grep -q "=== request $i: [1-4] new tokens, stop: \(eos\|max_new_tokens\) ===" "$work/both.err" ||
     { echo "FAIL: request $i did not finish with 1-4 tokens"; exit 1; }
 done
 grep -q '"requests": 2' "$work/both.json" || { echo "FAIL: report lacks requests: 2"; exit 1; }
@@ -30,7 +32,7 @@ for k in ttft_mean_s prefill_tokens_per_s decode_tokens_per_s collective_share p
 done
 
 # The second request alone (rank 0 instead of rank 1, no batch partner) gives the same greedy text.
-"${mpi[@]}" "$bin" "${common[@]}" --prompt "Hello, world!" --json-report "$work/alone.json" >"$work/alone.out"
+"${mpi[@]}" "$bin" "${common[@]}" --prompt "Hello, world!" --json-report "$work/alone.json" >"$work/alone.out" 2>"$work/alone.err"
 text() { sed -n "/\"index\": $2,/,/\"text\"/p" "$1" | grep '"text"'; }
 a=$(text "$work/both.json" 1)
 b=$(text "$work/alone.json" 0)

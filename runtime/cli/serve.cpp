@@ -1,0 +1,132 @@
+// `dsv4 serve`: the OpenAI-compatible HTTP server. Every rank runs the engine loop on its main thread
+// (MPI stays there); rank 0 also loads the tokenizer and runs the HTTP front end on a second thread,
+// which submits requests through the GenerationBackend the loop implements. SIGTERM / SIGINT start a
+// drain: no new requests (503), running ones finish within --drain-timeout, the rest are cancelled,
+// then every rank exits 0.
+#include <algorithm>
+#include <atomic>
+#include <csignal>
+#include <cstdio>
+#include <memory>
+#include <thread>
+
+#include "model.hpp"
+#include "plan/error.hpp"
+#include "runtime/cli/commands.hpp"
+#include "runtime/cli/run.hpp"
+#include "runtime/engine/engine.hpp"
+#include "runtime/serving/engine_loop.hpp"
+#include "runtime/serving/http_server.hpp"
+#include "runtime/text/tokenizer.hpp"
+
+namespace dsv4 {
+namespace {
+
+struct ServeOptions {
+  std::string weights;
+  std::string host = "127.0.0.1";
+  int port = 8000;
+  std::string api_key;          // empty: no authentication
+  int64_t max_queue = 256;      // queued requests beyond this get HTTP 429
+  double drain_timeout = 30;    // seconds running requests may take after SIGTERM
+  std::string tokenizer;
+  bool verify_checksums = false;
+};
+
+std::atomic<bool> g_stop{false};
+extern "C" void on_stop_signal(int) { g_stop.store(true); }  // lock-free atomic store: async-signal-safe
+
+void install_stop_handlers() {
+  struct sigaction sa{};
+  sa.sa_handler = on_stop_signal;
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGTERM, &sa, nullptr);
+  sigaction(SIGINT, &sa, nullptr);
+}
+
+int run_serve(const Comm& comm, const ServeOptions& opt) {
+  if (opt.port < 0 || opt.port > 65535) throw Error("--port: expected 0..65535, got " + std::to_string(opt.port));
+  if (opt.max_queue < 1) throw Error("--max-queue must be at least 1, got " + std::to_string(opt.max_queue));
+  if (!(opt.drain_timeout >= 0)) throw Error("--drain-timeout must be >= 0 seconds");
+  // Every rank ignores the first SIGTERM/SIGINT (mpirun forwards them to all ranks): rank 0 drains and
+  // broadcasts "exit", which ends the others.
+  install_stop_handlers();
+  const bool root = comm.rank() == 0;
+
+  std::unique_ptr<Tokenizer> tok;
+  if (root) {
+    const std::string path = resolve_tokenizer_path(opt.tokenizer, opt.weights);
+    tok = std::make_unique<Tokenizer>(Tokenizer::load(path));
+    if (tok->size() > gen::kVocabSize)
+      throw Error(path + ": the tokenizer has " + std::to_string(tok->size()) + " ids, the model's vocabulary " +
+                  std::to_string(gen::kVocabSize));
+  }
+  Engine engine(comm, opt.weights, opt.verify_checksums);
+  LoopOptions lo;
+  lo.max_queue = opt.max_queue;
+  lo.drain_timeout_s = opt.drain_timeout;
+  EngineLoop loop(comm, engine, plan_limits(comm.size()), lo);
+
+  std::thread http;
+  int http_rc = 0;
+  if (root) {
+    std::fprintf(stderr, "serve: config %s on %d rank(s), max_context %lld\n", gen::kConfigName, comm.size(),
+                 (long long)gen::kMaxContext);
+    http = std::thread([&] {
+      try {
+        HttpOptions h;
+        h.host = opt.host, h.port = opt.port, h.api_key = opt.api_key;
+        h.drain_timeout_s = int(opt.drain_timeout);
+        // A streaming or waiting request holds an HTTP thread for its whole life.
+        h.threads = int(std::max<int64_t>(64, opt.max_queue + gen::kRanks * gen::kMaxRequestsPerRank + 16));
+        char hash[32];
+        std::snprintf(hash, sizeof hash, "dsv4-%016llx", (unsigned long long)gen::kPlanHash);
+        h.fingerprint = hash;
+        h.on_listening = [](const std::string& host, int port) {
+          std::fprintf(stderr, "serve: listening on http://%s:%d\n", host.c_str(), port);
+        };
+        std::atomic<bool> ready{true};  // the engine loaded before this thread started
+        serve_http(loop, *tok, h, g_stop, ready);
+      } catch (const std::exception& e) {
+        std::fprintf(stderr, "dsv4: error: serve: %s\n", e.what());
+        http_rc = 1;
+      }
+      g_stop.store(true);  // the front end ended (stop, or an error such as a port in use): drain and exit
+    });
+  }
+  loop.run(&g_stop);
+  if (root) {
+    http.join();
+    std::fprintf(stderr, "serve: stopped (%lld steps)\n", (long long)loop.loop_stats().steps);
+  }
+  return http_rc;
+}
+
+}  // namespace
+}  // namespace dsv4
+
+namespace dsv4::cli {
+
+Subcommand add_serve(CLI::App& app) {
+  struct Opt {
+    ServeOptions s;
+    int threads = 0;
+  };
+  auto o = std::make_shared<Opt>();
+  ServeOptions& s = o->s;
+  auto* c = app.add_subcommand("serve", "OpenAI-compatible HTTP server (run under mpirun with the plan's ranks)");
+  c->add_option("-w,--weights", s.weights, "converted weights folder")->required();
+  c->add_option("--host", s.host, "address to listen on (default 127.0.0.1)");
+  c->add_option("--port", s.port, "TCP port (default 8000; 0: any free port)");
+  c->add_option("--api-key", s.api_key, "require this bearer token (default: none)");
+  c->add_option("--max-queue", s.max_queue, "requests waiting for a slot beyond which new ones get HTTP 429 (default 256)");
+  c->add_option("--drain-timeout", s.drain_timeout, "seconds running requests may take after SIGTERM (default 30)");
+  c->add_option("--tokenizer", s.tokenizer, "tokenizer.json or its folder (default: <weights>/tokenizer.json, else data/tokenizer)");
+  c->add_flag("--checksums", s.verify_checksums, "verify weight checksums at start-up");
+  c->add_option("--threads", o->threads, "kernel threads per rank (default: cores / ranks on the node)");
+  return {c, [o](ProcessArgs args) {
+            return on_ranks(args, o->threads, [&](const Comm& comm) { return run_serve(comm, o->s); });
+          }};
+}
+
+}  // namespace dsv4::cli
