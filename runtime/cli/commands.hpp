@@ -30,6 +30,7 @@ Subcommand add_check_hf(CLI::App& app);
 // Engine commands (every rank of the job runs them in lockstep).
 Subcommand add_eval(CLI::App& app);
 Subcommand add_run(CLI::App& app);
+Subcommand add_bench(CLI::App& app);
 
 // Starts MPI, checks the job's rank count against the plan, sets the kernel threads and runs `body` on
 // every rank; an error on any rank ends the whole job (MPI_Abort), so no rank waits in a collective.

@@ -10,7 +10,8 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
   using namespace dsv4::cli;
   const Subcommand commands[] = {add_info(app), add_synth(app),    add_convert(app), add_check(app),
-                                 add_check_hf(app), add_eval(app), add_run(app)};
+                                 add_check_hf(app), add_eval(app), add_run(app),
+                                 add_bench(app)};
   CLI11_PARSE(app, argc, argv);
   for (const Subcommand& c : commands) {
     if (!c.app->parsed()) continue;
