@@ -68,37 +68,65 @@ struct Machine {
 };
 
 // Every rank runs the same pass at once, between barriers; the job's rate is the total work over the
-// barrier-to-barrier time (median of 5). Each rank copies its share of 256 MiB (at least 16 MiB), far
-// beyond the 32 MiB L3 in total.
-Machine measure_machine(const Comm& comm) {
-  const size_t bytes = std::max((size_t(256) << 20) / size_t(std::max(1, comm.local_size())), size_t(16) << 20);
-  std::vector<uint8_t> a(bytes, 1), b(bytes, 2);
-  auto rate = [&](auto pass) {
+// barrier-to-barrier time (median of 3 after a warm pass). Each rank copies its share of 256 MiB (at
+// least 16 MiB), far beyond the 32 MiB L3 in total. The roofs are measured again around every case and
+// each case is held against the mean of the two measurements beside it (this shared machine's copy
+// bandwidth and compute drift by a fifth or more within a minute, see the kernel notes).
+class RoofMeter {
+ public:
+  explicit RoofMeter(const Comm& comm)
+      : comm_(comm),
+        bytes_(std::max((size_t(256) << 20) / size_t(std::max(1, comm.local_size())), size_t(16) << 20)),
+        a_(bytes_, 1),
+        b_(bytes_, 2) {}
+
+  Machine measure() {
+    Machine m;
+    m.copy_bps = rate([&] {
+      roofline::parallel_copy(b_.data(), a_.data(), bytes_);
+      return 2.0 * double(bytes_);
+    });
+    m.fma64 = rate([] { return roofline::fma_region<true>(int64_t(1) << 20); });
+    m.fma32 = rate([] { return roofline::fma_region<false>(int64_t(1) << 20); });
+    all_.push_back(m);
+    return m;
+  }
+  size_t count() const { return all_.size(); }
+  // Medians over every measurement of the run.
+  Machine overall() const {
+    std::vector<double> c, f32, f64;
+    for (const Machine& m : all_) c.push_back(m.copy_bps), f32.push_back(m.fma32), f64.push_back(m.fma64);
+    return {median(c), median(f32), median(f64)};
+  }
+
+ private:
+  template <class Pass>
+  double rate(Pass pass) {
     pass();  // warm: page faults, frequency
     std::vector<double> r;
-    for (int i = 0; i < 5; ++i) {
-      comm.barrier();
-      const double t0 = comm.wtime();
-      const double work = pass();
-      comm.barrier();
-      const double dt = comm.wtime() - t0;
-      double all = work;
-      std::vector<double> each(size_t(comm.size()));
-      comm.allgather(&all, sizeof all, each.data());
-      all = 0;
-      for (double w : each) all += w;
-      r.push_back(all / dt);
+    std::vector<double> each(size_t(comm_.size()));
+    for (int i = 0; i < 3; ++i) {
+      comm_.barrier();
+      const double t0 = comm_.wtime();
+      double work = pass();
+      comm_.barrier();
+      const double dt = comm_.wtime() - t0;
+      comm_.allgather(&work, sizeof work, each.data());
+      double total = 0;
+      for (double w : each) total += w;
+      r.push_back(total / dt);
     }
     return median(r);
-  };
-  Machine m;
-  m.copy_bps = rate([&] {
-    roofline::parallel_copy(b.data(), a.data(), bytes);
-    return 2.0 * double(bytes);
-  });
-  m.fma64 = rate([] { return roofline::fma_region<true>(int64_t(1) << 21); });
-  m.fma32 = rate([] { return roofline::fma_region<false>(int64_t(1) << 21); });
-  return m;
+  }
+
+  const Comm& comm_;
+  size_t bytes_;
+  std::vector<uint8_t> a_, b_;
+  std::vector<Machine> all_;
+};
+
+Machine mean(const Machine& a, const Machine& b) {
+  return {(a.copy_bps + b.copy_bps) / 2, (a.fma32 + b.fma32) / 2, (a.fma64 + b.fma64) / 2};
 }
 
 // ---- driving the engine ----------------------------------------------------------------------------
@@ -356,14 +384,23 @@ int run_bench(const Comm& comm, const BenchOptions& o) {
   const std::string load0 = load_average();
   progress("config " + std::string(gen::kConfigName) + ", " + std::to_string(P) + " rank(s) x " +
            std::to_string(threads) + " thread(s), load average " + load0 + "; measuring the machine");
-  const Machine m = measure_machine(comm);
+  RoofMeter meter(comm);
+  Machine before = meter.measure();
   const PlanCost cost = plan_cost();
   // The FMA peak of the arithmetic the linears use: each class's FLOPs at its own peak (a time blend).
   // (A portable build has no FMA loops: no peak, and the FMA efficiencies are reported as 0.)
-  const double peak = m.fma64 > 0 && m.fma32 > 0 ? cost.flop_token() / (cost.flop_f64 / m.fma64 + cost.flop_f32 / m.fma32) : 0;
-  auto fma_eff = [&](double flops) { return peak > 0 ? flops / peak : 0.0; };
-  progress("copy " + std::to_string(m.copy_bps * 1e-9) + " GB/s, fma fp32 " + std::to_string(m.fma32 * 1e-9) +
-           " / fp64 " + std::to_string(m.fma64 * 1e-9) + " GFLOP/s; loading weights");
+  auto blend = [&](const Machine& m) {
+    return m.fma64 > 0 && m.fma32 > 0 ? cost.flop_token() / (cost.flop_f64 / m.fma64 + cost.flop_f32 / m.fma32) : 0;
+  };
+  progress("copy " + std::to_string(before.copy_bps * 1e-9) + " GB/s, fma fp32 " + std::to_string(before.fma32 * 1e-9) +
+           " / fp64 " + std::to_string(before.fma64 * 1e-9) + " GFLOP/s; loading weights");
+  // The roofs beside a case: the mean of the measurements just before and just after it.
+  auto paired = [&] {
+    const Machine after = meter.measure();
+    const Machine m = mean(before, after);
+    before = after;
+    return m;
+  };
 
   Engine engine(comm, o.weights);
   Bench b(comm, engine, o);
@@ -373,8 +410,11 @@ int run_bench(const Comm& comm, const BenchOptions& o) {
   char buf[512];
   for (int64_t p : prefills) {
     progress("prefill " + std::to_string(p) + " tokens x " + std::to_string(o.warmup + o.repeats));
+    before = meter.measure();
     const Repeats r = b.prefill(p);
+    const Machine m = paired();
     const double s = r.median_s(), tok_s = double(p * P) / s, flops = cost.flop_token() * double(p * P) / s;
+    const double peak = blend(m), eff = peak > 0 ? flops / peak : 0.0;
     pre.push_back({{"tokens", p},
                    {"steps", r.steps},
                    {"seconds", s},
@@ -382,11 +422,12 @@ int run_bench(const Comm& comm, const BenchOptions& o) {
                    {"seconds_profiled", r.seconds_profiled},
                    {"tok_s", tok_s},
                    {"gflops", flops * 1e-9},
-                   {"fma_efficiency", fma_eff(flops)},
+                   {"fma_efficiency", eff},
+                   {"fma_gflops", peak * 1e-9},
                    {"collective_share", r.comm_share},
                    {"profile_overhead", r.overhead()}});
     std::snprintf(buf, sizeof buf, "prefill %6lld tok  %3lld steps  %9.3f s  %9.1f tok/s  %8.1f GFLOP/s  fma %5.1f%%  coll %5.1f%%",
-                  (long long)p, (long long)r.steps, s, tok_s, flops * 1e-9, 100 * fma_eff(flops), 100 * r.comm_share);
+                  (long long)p, (long long)r.steps, s, tok_s, flops * 1e-9, 100 * eff, 100 * r.comm_share);
     lines.push_back(buf);
   }
   for (int64_t c : contexts) {
@@ -399,7 +440,9 @@ int run_bench(const Comm& comm, const BenchOptions& o) {
       const int64_t at = engine.request_length(use[0]);
       progress("decode " + std::to_string(o.decode_tokens) + " tokens at context " + std::to_string(at) + ", batch " +
                std::to_string(bs) + " per rank");
+      before = meter.measure();
       const Repeats r = b.decode(use);
+      const Machine m = paired();
       const double s = r.median_s(), steps_s = double(o.decode_tokens) / s, tok_s = steps_s * double(bs * P);
       const double bytes = cost.step_bytes(bs, P), gbps = bytes * steps_s;
       dec.push_back({{"context", at},
@@ -415,6 +458,7 @@ int run_bench(const Comm& comm, const BenchOptions& o) {
                      {"bytes_per_step", bytes},
                      {"weight_gbps", gbps * 1e-9},
                      {"bandwidth_efficiency", gbps / m.copy_bps},
+                     {"copy_gbps", m.copy_bps * 1e-9},
                      {"collective_share", r.comm_share},
                      {"profile_overhead", r.overhead()}});
       std::snprintf(buf, sizeof buf, "decode  ctx %5lld  batch %2lldx%-2d %8.1f ms/step  %9.2f tok/s  %7.2f GB/s  bw %5.1f%%  coll %5.1f%%",
@@ -438,13 +482,14 @@ int run_bench(const Comm& comm, const BenchOptions& o) {
   if (!root) return 0;
 
   // What one per-op timing costs: a clock read per op, against the headline decode step.
-  double clock_ns = 0;
-  {
+  // (The fastest of 50 batches of 1000 reads: on a loaded machine most batches include a preemption.)
+  double clock_ns = 1e9;
+  for (int b = 0; b < 50; ++b) {
     using Clock = std::chrono::steady_clock;
     const auto t0 = Clock::now();
     auto t = t0;
-    for (int i = 0; i < 100000; ++i) t = Clock::now();
-    clock_ns = std::chrono::duration<double, std::nano>(t - t0).count() / 100000;
+    for (int i = 0; i < 1000; ++i) t = Clock::now();
+    clock_ns = std::min(clock_ns, std::chrono::duration<double, std::nano>(t - t0).count() / 1000);
   }
 
   // Headline: the longest prefill; decode at batch 1 (else the smallest batch) at the shortest context.
@@ -463,8 +508,9 @@ int run_bench(const Comm& comm, const BenchOptions& o) {
   r["repeats"] = o.repeats;
   r["warmup"] = o.warmup;
   r["decode_tokens"] = o.decode_tokens;
+  const Machine m = meter.overall();
   r["copy_gbps"] = m.copy_bps * 1e-9;
-  r["fma_gflops"] = peak * 1e-9;
+  r["fma_gflops"] = blend(m) * 1e-9;
   r["fma32_gflops"] = m.fma32 * 1e-9;
   r["fma64_gflops"] = m.fma64 * 1e-9;
   r["prefill_tokens"] = hp["tokens"];
@@ -503,8 +549,8 @@ int run_bench(const Comm& comm, const BenchOptions& o) {
 
   std::fprintf(out, "bench: config %s, %d rank(s) x %d thread(s); load average %s (start), %s (end)\n", gen::kConfigName, P,
                threads, load0.c_str(), load1.c_str());
-  std::fprintf(out, "machine: copy %.2f GB/s, FMA fp32 %.1f / fp64 %.1f GFLOP/s (blend for this plan's linears %.1f)\n",
-               m.copy_bps * 1e-9, m.fma32 * 1e-9, m.fma64 * 1e-9, peak * 1e-9);
+  std::fprintf(out, "machine (medians of %zu measurements around the cases): copy %.2f GB/s, FMA fp32 %.1f / fp64 %.1f GFLOP/s (blend for this plan's linears %.1f)\n",
+               meter.count(), m.copy_bps * 1e-9, m.fma32 * 1e-9, m.fma64 * 1e-9, blend(m) * 1e-9);
   std::fprintf(out, "plan: %.3f GB of weights per decode token (lm_head %.3f, top-%lld experts %.3f, rest %.3f); %.3f GFLOP per token (%.0f%% fp64)\n",
                double(cost.bytes_token) * 1e-9, double(cost.bytes_lm_head) * 1e-9, (long long)gen::kNumActivated,
                double(cost.bytes_experts) * 1e-9, double(cost.bytes_replicated + cost.bytes_rows) * 1e-9,
