@@ -68,15 +68,15 @@ struct Machine {
 };
 
 // Every rank runs the same pass at once, between barriers; the job's rate is the total work over the
-// barrier-to-barrier time (median of 3 after a warm pass). Each rank copies its share of 256 MiB (at
-// least 16 MiB), far beyond the 32 MiB L3 in total. The roofs are measured again around every case and
+// barrier-to-barrier time (median of 3 after a warm pass). Each rank copies its share of 128 MiB (at
+// least 16 MiB): 4x the 32 MiB L3 of this machine, and quick enough to repeat around every case. The roofs are measured again around every case and
 // each case is held against the mean of the two measurements beside it (this shared machine's copy
 // bandwidth and compute drift by a fifth or more within a minute, see the kernel notes).
 class RoofMeter {
  public:
   explicit RoofMeter(const Comm& comm)
       : comm_(comm),
-        bytes_(std::max((size_t(256) << 20) / size_t(std::max(1, comm.local_size())), size_t(16) << 20)),
+        bytes_(std::max((size_t(128) << 20) / size_t(std::max(1, comm.local_size())), size_t(16) << 20)),
         a_(bytes_, 1),
         b_(bytes_, 2) {}
 
@@ -86,8 +86,8 @@ class RoofMeter {
       roofline::parallel_copy(b_.data(), a_.data(), bytes_);
       return 2.0 * double(bytes_);
     });
-    m.fma64 = rate([] { return roofline::fma_region<true>(int64_t(1) << 20); });
-    m.fma32 = rate([] { return roofline::fma_region<false>(int64_t(1) << 20); });
+    m.fma64 = rate([] { return roofline::fma_region<true>(int64_t(1) << 19); });
+    m.fma32 = rate([] { return roofline::fma_region<false>(int64_t(1) << 19); });
     all_.push_back(m);
     return m;
   }
