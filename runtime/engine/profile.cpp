@@ -85,6 +85,7 @@ PlanCost plan_cost() {
       }
       case OpKind::LmHeadShard:  // every vocabulary row (all shards, padding excluded)
         c.bytes_lm_head += gen::kVocabSize * D * 2;
+        c.flop_lm_head += 2.0 * double(gen::kVocabSize) * double(D);
         c.flop_f32 += 2.0 * double(gen::kVocabSize) * double(D);
         continue;
       default:

@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <span>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "plan/ir.hpp"
@@ -18,7 +19,8 @@ namespace dsv4 {
 // experts of each layer (not all of them), and the whole vocabulary of the lm_head (all shards).
 // FLOPs: 2 x MACs of the linear layers only (attention q, kv, wo_a/wo_b, compressor and indexer
 // projections, gate, shared and top-k routed experts, hyper-connection mixes, lm_head); attention
-// scores, norms, RoPE, quantisation and top-k are not counted (small at these dims and contexts).
+// scores and values, norms, RoPE, quantisation and top-k are not counted (SparseAttention's share of
+// the time shows in the profile). A prefill runs the lm_head only on each request's last token.
 // Arithmetic: FP8 GEMMs and the bf16 linears (weights_proj, wo_a) sum exactly in fp64
 // (kernels/linear.hpp), so their FLOPs are held against the fp64 FMA peak; the FP4 experts (int32 dot
 // products then fp32), the fp32 linears (compressor, gate, head) and the hyper-connection mixes against
@@ -32,7 +34,13 @@ struct PlanCost {
   int64_t bytes_per_expert_sum = 0;  // one expert of every MoE layer (sum over layers)
   double flop_f64 = 0;             // FLOPs per token held against the fp64 peak
   double flop_f32 = 0;             // FLOPs per token held against the fp32 peak
+  double flop_lm_head = 0;         // of which: the lm_head (fp32), run only for rows that want logits
   double flop_token() const { return flop_f64 + flop_f32; }
+  // FLOPs of prefilling `tokens` prompt tokens of `requests` requests: every token goes through the
+  // layers, only each request's last token through the lm_head. {fp64 part, fp32 part}.
+  std::pair<double, double> prefill_flop(int64_t tokens, int64_t requests) const {
+    return {double(tokens) * flop_f64, double(tokens) * (flop_f32 - flop_lm_head) + double(requests) * flop_lm_head};
+  }
   // Weight bytes one step streams on the whole job when `tokens_per_rank` tokens sit on each of `ranks`
   // data-parallel ranks: each rank reads the replicated tensors, the experts are read once per distinct
   // expert (expected count under uniform routing: E * (1 - (1 - k/E)^tokens)), the head once.
