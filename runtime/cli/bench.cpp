@@ -396,8 +396,12 @@ int run_bench(const Comm& comm, const BenchOptions& o) {
   auto blend = [&](const Machine& m) {
     return blend_of(m, cost.flop_f64, cost.flop_f32 - cost.flop_lm_head);
   };
-  progress("copy " + std::to_string(before.copy_bps * 1e-9) + " GB/s, fma fp32 " + std::to_string(before.fma32 * 1e-9) +
-           " / fp64 " + std::to_string(before.fma64 * 1e-9) + " GFLOP/s; loading weights");
+  {
+    char line[160];
+    std::snprintf(line, sizeof line, "copy %.2f GB/s, FMA fp32 %.1f / fp64 %.1f GFLOP/s; loading weights",
+                  before.copy_bps * 1e-9, before.fma32 * 1e-9, before.fma64 * 1e-9);
+    progress(line);
+  }
   // The roofs beside a case: the mean of the measurements just before and just after it.
   auto paired = [&] {
     const Machine after = meter.measure();
