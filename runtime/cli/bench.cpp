@@ -344,6 +344,9 @@ int run_bench(const Comm& comm, const BenchOptions& o) {
   if (o.repeats < 1) throw Error("--repeats must be at least 1, got " + std::to_string(o.repeats));
   if (o.warmup < 0) throw Error("--warmup must be at least 0, got " + std::to_string(o.warmup));
   if (o.decode_tokens < 1) throw Error("--decode-tokens must be at least 1, got " + std::to_string(o.decode_tokens));
+  for (const auto& [name, n] : {std::pair{"--prefill", o.prefill.size()}, {"--contexts", o.contexts.size()},
+                                {"--batch", o.batch.size()}})
+    if (n == 0) throw Error(std::string(name) + ": give at least one value");
   std::vector<int64_t> batches;
   for (const std::string& b : o.batch) {
     int64_t v = 0;
@@ -383,7 +386,9 @@ int run_bench(const Comm& comm, const BenchOptions& o) {
 
   const std::string load0 = load_average();
   progress("config " + std::string(gen::kConfigName) + ", " + std::to_string(P) + " rank(s) x " +
-           std::to_string(threads) + " thread(s), load average " + load0 + "; measuring the machine");
+           std::to_string(threads) + " thread(s), load average " + load0 + "; loading weights");
+  Engine engine(comm, o.weights);  // first: a bad weights folder fails before the measurements
+  progress("measuring the machine");
   RoofMeter meter(comm);
   Machine before = meter.measure();
   const PlanCost cost = plan_cost();
@@ -398,7 +403,7 @@ int run_bench(const Comm& comm, const BenchOptions& o) {
   };
   {
     char line[160];
-    std::snprintf(line, sizeof line, "copy %.2f GB/s, FMA fp32 %.1f / fp64 %.1f GFLOP/s; loading weights",
+    std::snprintf(line, sizeof line, "copy %.2f GB/s, FMA fp32 %.1f / fp64 %.1f GFLOP/s",
                   before.copy_bps * 1e-9, before.fma32 * 1e-9, before.fma64 * 1e-9);
     progress(line);
   }
@@ -410,7 +415,6 @@ int run_bench(const Comm& comm, const BenchOptions& o) {
     return m;
   };
 
-  Engine engine(comm, o.weights);
   Bench b(comm, engine, o);
 
   json pre = json::array(), dec = json::array();
@@ -502,7 +506,10 @@ int run_bench(const Comm& comm, const BenchOptions& o) {
   }
 
   // Headline: the longest prefill; decode at batch 1 (else the smallest batch) at the shortest context.
-  const json& hp = pre.back();
+  const json* longest = &pre.front();
+  for (const json& p : pre)
+    if (p["tokens"] > (*longest)["tokens"]) longest = &p;
+  const json& hp = *longest;
   const json* hd = &dec.front();
   for (const json& d : dec)
     if (d["context_requested"] == dec.front()["context_requested"] && d["batch_per_rank"] < (*hd)["batch_per_rank"]) hd = &d;
