@@ -33,6 +33,7 @@ Subcommand add_detokenize(CLI::App& app);
 Subcommand add_eval(CLI::App& app);
 Subcommand add_run(CLI::App& app);
 Subcommand add_serve(CLI::App& app);
+Subcommand add_bench(CLI::App& app);
 Subcommand add_loop_check(CLI::App& app);  // hidden: engine loop test driver
 
 // Starts MPI, checks the job's rank count against the plan, sets the kernel threads and runs `body` on

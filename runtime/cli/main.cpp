@@ -11,7 +11,8 @@ int main(int argc, char** argv) {
   using namespace dsv4::cli;
   const Subcommand commands[] = {add_info(app), add_synth(app),    add_convert(app), add_check(app),
                                  add_check_hf(app), add_eval(app), add_run(app),
-                                 add_tokenize(app), add_detokenize(app), add_serve(app), add_loop_check(app)};
+                                 add_tokenize(app), add_detokenize(app), add_serve(app), add_bench(app),
+                                 add_loop_check(app)};
   CLI11_PARSE(app, argc, argv);
   for (const Subcommand& c : commands) {
     if (!c.app->parsed()) continue;

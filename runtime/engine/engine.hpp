@@ -33,6 +33,7 @@ class Engine {
 
   Arena& arena() { return arena_; }
   const Executor& executor() const { return *exec_; }
+  Executor& executor() { return *exec_; }  // profiling switch
   const WeightStore& weights() const { return weights_; }
 
  private:

@@ -1,6 +1,7 @@
 #include "runtime/engine/executor.hpp"
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstring>
 
@@ -70,6 +71,12 @@ Executor::Executor(const Comm& comm, Arena& arena, const WeightStore& weights)
   logits_all_.resize(size_t(gen::kRanks * R * gen::kVocabShard));
   rows_local_.resize(size_t(R * D));
   head_rows_.resize(size_t(gen::kRanks * R));  // the head input holds at most every rank's rows
+  op_s_.assign(gen::kNumOps, 0.0);
+}
+
+void Executor::reset_profile() {
+  std::fill(op_s_.begin(), op_s_.end(), 0.0);
+  profiled_steps_ = 0;
 }
 
 // All-to-all byte counts from the row counts of MoeDispatch ([0, P): sent, [P, 2P): received);
@@ -97,9 +104,26 @@ void Executor::run_step(const StepMeta& meta, const OpHook& after_op) {
   const double t0 = comm_.wtime();
   comm_s_ = 0;
   build_rope_tables(meta.n_tokens);
-  for (uint32_t i = 0; i < gen::kNumOps; ++i) {
-    run_op(i, meta);
-    if (after_op) after_op(i);
+  if (profiling_) {
+    using Clock = std::chrono::steady_clock;
+    auto prev = Clock::now();
+    for (uint32_t i = 0; i < gen::kNumOps; ++i) {
+      run_op(i, meta);
+      const auto now = Clock::now();
+      op_s_[i] += std::chrono::duration<double>(now - prev).count();
+      if (after_op) {
+        after_op(i);
+        prev = Clock::now();
+      } else {
+        prev = now;
+      }
+    }
+    ++profiled_steps_;
+  } else {
+    for (uint32_t i = 0; i < gen::kNumOps; ++i) {
+      run_op(i, meta);
+      if (after_op) after_op(i);
+    }
   }
   step_s_ = comm_.wtime() - t0;
 }

@@ -28,6 +28,15 @@ class Executor {
   double last_comm_seconds() const { return comm_s_; }
   double last_step_seconds() const { return step_s_; }
 
+  // Per-op timing, off by default: when on, run_step adds each op's wall seconds (one steady_clock read
+  // per op, ~20 ns; an op's wait in a collective included) into op_seconds()[op index] and counts the
+  // steps, until reset_profile(). The after_op hook's time is not charged to any op.
+  void set_profiling(bool on) { profiling_ = on; }
+  bool profiling() const { return profiling_; }
+  const std::vector<double>& op_seconds() const { return op_s_; }
+  int64_t profiled_steps() const { return profiled_steps_; }
+  void reset_profile();
+
  private:
   void run_op(uint32_t i, const StepMeta& meta);
   void build_rope_tables(int64_t n);
@@ -54,6 +63,9 @@ class Executor {
   std::vector<bf16> rows_local_;     // LogitsRowsGather send rows [R, D]
   std::vector<int64_t> head_rows_;   // LmHeadShard: the gathered rows that are live
   double comm_s_ = 0, step_s_ = 0;
+  bool profiling_ = false;
+  std::vector<double> op_s_;  // [kNumOps] seconds per op while profiling (sized at construction)
+  int64_t profiled_steps_ = 0;
 };
 
 }  // namespace dsv4

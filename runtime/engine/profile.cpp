@@ -1,0 +1,158 @@
+#include "runtime/engine/profile.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <map>
+#include <string_view>
+
+#include "model.hpp"
+#include "plan.hpp"
+#include "plan/error.hpp"
+#include "weights.hpp"
+
+namespace dsv4 {
+namespace {
+
+using plan::DType;
+using plan::OpKind;
+
+// Bytes of weight `id` plus its block scales (stored right after an FP8 / FP4 weight).
+int64_t with_scales(uint32_t id) {
+  const plan::Weight& w = gen::kWeights[id];
+  int64_t b = w.bytes;
+  if (w.dtype == DType::F8_E4M3 || w.dtype == DType::FP4_X2) {
+    DSV4_ASSERT(id + 1 < gen::kNumWeights && std::string_view(gen::kWeights[id + 1].name).ends_with(".scale"),
+                "a quantised weight is followed by its scale");
+    b += gen::kWeights[id + 1].bytes;
+  }
+  return b;
+}
+
+// MACs of a linear with weight `id` for one row: out x in (FP4_X2 stores two values per byte).
+double macs(uint32_t id) {
+  const plan::Weight& w = gen::kWeights[id];
+  return double(w.shape[0]) * double(w.shape[1]) * (w.dtype == DType::FP4_X2 ? 2.0 : 1.0);
+}
+
+std::vector<ProfileRow> sorted(std::map<std::string, ProfileRow> rows) {
+  double total = 0;
+  for (const auto& [k, r] : rows) total += r.seconds;
+  std::vector<ProfileRow> out;
+  for (auto& [k, r] : rows) {
+    r.name = k;
+    r.share = total > 0 ? r.seconds / total : 0;
+    out.push_back(r);
+  }
+  std::stable_sort(out.begin(), out.end(), [](const ProfileRow& a, const ProfileRow& b) { return a.seconds > b.seconds; });
+  return out;
+}
+
+template <class Key>
+std::vector<ProfileRow> group(std::span<const double> s, Key key) {
+  DSV4_ASSERT(s.size() == gen::kNumOps, "one time per plan op");
+  std::map<std::string, ProfileRow> rows;
+  for (uint32_t i = 0; i < gen::kNumOps; ++i) {
+    ProfileRow& r = rows[key(gen::kOps[i])];
+    r.seconds += s[i];
+    ++r.ops;
+  }
+  return sorted(std::move(rows));
+}
+
+}  // namespace
+
+PlanCost plan_cost() {
+  PlanCost c;
+  const int64_t D = gen::kHiddenSize, K = gen::kNumActivated;
+  for (uint32_t i = 0; i < gen::kNumOps; ++i) {
+    const plan::Op& op = gen::kOps[i];
+    switch (op.kind) {
+      case OpKind::Embed:
+        c.bytes_rows += D * 2;  // the token's row
+        continue;
+      case OpKind::GateScores:
+        if (op.p.flags & plan::kFlagHash) c.bytes_rows += K * 8;  // the token's tid2eid row
+        else c.bytes_replicated += gen::kWeights[op.w[0]].bytes;  // the bias
+        continue;
+      case OpKind::Experts: {  // the k routed experts: w1, w2, w3 (FP4) and their scales, at slot 0
+        int64_t one = 0;
+        double m = 0;
+        for (uint32_t j = 0; j < 6; j += 2) one += with_scales(op.w[0] + j), m += macs(op.w[0] + j);
+        c.bytes_per_expert_sum += one;
+        c.bytes_experts += K * one;
+        c.flop_f32 += 2 * double(K) * m;
+        continue;
+      }
+      case OpKind::LmHeadShard:  // every vocabulary row (all shards, padding excluded)
+        c.bytes_lm_head += gen::kVocabSize * D * 2;
+        c.flop_lm_head += 2.0 * double(gen::kVocabSize) * double(D);
+        c.flop_f32 += 2.0 * double(gen::kVocabSize) * double(D);
+        continue;
+      default:
+        break;
+    }
+    for (uint32_t id : op.w)
+      if (id != plan::kNone) c.bytes_replicated += with_scales(id);
+    switch (op.kind) {
+      case OpKind::LinearFp8:
+      case OpKind::LinearGroupedFp8w:
+      case OpKind::LinearBf16:
+        c.flop_f64 += 2 * macs(op.w[0]);
+        break;
+      case OpKind::SharedExpert:
+        c.flop_f64 += 2 * (macs(op.w[0]) + macs(op.w[1]) + macs(op.w[2]));
+        break;
+      case OpKind::LinearF32:
+      case OpKind::HcPre:
+      case OpKind::HcHead:
+        c.flop_f32 += 2 * macs(op.w[0]);
+        break;
+      default:
+        break;
+    }
+  }
+  c.bytes_token = c.bytes_rows + c.bytes_replicated + c.bytes_experts + c.bytes_lm_head;
+  return c;
+}
+
+double PlanCost::step_bytes(int64_t tokens_per_rank, int64_t ranks) const {
+  const double n = double(tokens_per_rank * ranks), E = double(gen::kNumExperts), k = double(gen::kNumActivated);
+  const double distinct = E * (1 - std::pow(1 - k / E, n));
+  const double rows_per_token = double(bytes_rows);
+  return double(ranks) * double(bytes_replicated) + n * rows_per_token + distinct * double(bytes_per_expert_sum) +
+         double(bytes_lm_head);
+}
+
+const char* op_kind_name(plan::OpKind k) {
+  switch (k) {
+#define C(x) \
+  case OpKind::x: return #x;
+    C(Embed) C(HcExpand) C(HcPre) C(RmsNorm) C(ActQuantFp8) C(LinearFp8) C(LinearBf16) C(LinearGroupedFp8w)
+    C(LinearF32) C(QHeadNorm) C(Rope) C(KvFinish) C(KvStage) C(WindowWrite) C(Compressor) C(IndexerQ)
+    C(IndexerScale) C(IndexerTopK) C(AttnIndices) C(SparseAttention) C(HcPost) C(GateScores) C(MoeDispatch)
+    C(Experts) C(MoeReturn) C(SharedExpert) C(MoeCombine) C(HcHead) C(LogitsRowsGather) C(LmHeadShard)
+    C(LogitsGather) C(TokenChoice)
+#undef C
+  }
+  return "?";
+}
+
+std::string layer_kind_name(int32_t layer) {
+  if (layer < 0 || layer >= gen::kNumLayers) return "embed+head";
+  const int32_t r = gen::kCompressRatio[layer];
+  return r == 0 ? "window" : r == 4 ? "csa" : r == 128 ? "hca" : "ratio " + std::to_string(r);
+}
+
+std::vector<ProfileRow> profile_by_kind(std::span<const double> s) {
+  return group(s, [](const plan::Op& op) { return std::string(op_kind_name(op.kind)); });
+}
+
+std::vector<ProfileRow> profile_by_layer_kind(std::span<const double> s) {
+  return group(s, [](const plan::Op& op) { return layer_kind_name(op.layer); });
+}
+
+std::vector<ProfileRow> profile_by_op(std::span<const double> s) {
+  return group(s, [](const plan::Op& op) { return std::string(op.label); });
+}
+
+}  // namespace dsv4
