@@ -20,7 +20,7 @@ namespace {
 
 // One tag per collective kind: ranks that disagree on the next collective wait on each other until the
 // watchdog names them, instead of exchanging the wrong bytes.
-enum Tag : int { kAlltoallv = 1, kAlltoallI64, kAllgather, kBroadcast, kBarrier };
+enum Tag : int { kAlltoallv = 1, kAlltoallI64, kAllgather, kBroadcast, kBarrier, kQuery, kReply };
 
 // The deadline comes from the environment so that mpirun -x DSV4_COLLECTIVE_TIMEOUT reaches every rank
 // without a command-line option on each subcommand. nullopt-like: a negative value means "malformed".
@@ -45,6 +45,7 @@ struct Comm::Requests {
   std::vector<MPI_Request> req;   // pending sends and receives of the collective in progress
   std::vector<int> peer;          // peer of each request
   std::vector<int> done_idx;      // MPI_Testsome scratch
+  std::vector<int64_t> replies;   // watchdog: the sequence number sent to each peer that asked
 };
 
 Comm::Comm(int* argc, char*** argv) : req_(std::make_unique<Requests>()) {
@@ -59,7 +60,7 @@ Comm::Comm(int* argc, char*** argv) : req_(std::make_unique<Requests>()) {
   MPI_Comm_free(&local);
   MPI_Comm_dup(MPI_COMM_WORLD, &req_->comm);
   const size_t n = 2 * size_t(size_);
-  req_->req.reserve(n), req_->peer.reserve(n), req_->done_idx.resize(n);
+  req_->req.reserve(n), req_->peer.reserve(n), req_->done_idx.resize(n), req_->replies.resize(size_t(size_));
   const char* env = std::getenv("DSV4_COLLECTIVE_TIMEOUT");
   timeout_s_ = parse_timeout(env);
   if (timeout_s_ < 0)
@@ -105,28 +106,81 @@ void Comm::complete(const char* what) const {
     if (pending == 0) break;
     if (outcount > 0) continue;
     const double waited = std::chrono::duration<double>(clock::now() - t0).count();
-    if (timeout_s_ > 0 && waited > timeout_s_) {
-      // Name the ranks whose messages did not arrive (or that did not take ours): they are stopped,
-      // hung, dead without the runtime noticing, or slower than the deadline allows.
-      std::vector<int> late;
-      for (size_t i = 0; i < q.req.size(); ++i)
-        if (q.req[i] != MPI_REQUEST_NULL) late.push_back(q.peer[i]);
-      std::sort(late.begin(), late.end());
-      late.erase(std::unique(late.begin(), late.end()), late.end());
-      std::string ranks;
-      for (int r : late) ranks += (ranks.empty() ? "" : ", ") + std::to_string(r);
-      char head[160];
-      std::snprintf(head, sizeof head, "collective watchdog: %s #%llu did not complete within %g s", what,
-                    (unsigned long long)seq_, timeout_s_);
-      abort(std::string(head) + "; no message from rank(s) " + ranks +
-            " (stopped, hung or slower than the deadline; DSV4_COLLECTIVE_TIMEOUT=seconds sets it, 0 = none)");
-    }
+    if (timeout_s_ > 0 && waited > timeout_s_) timed_out(what);
     if (waited < 100e-6) continue;
+    answer_queries();  // a peer whose deadline passed asks who is alive
     nap = std::min(nap * 2, std::chrono::microseconds(1000));
     std::this_thread::sleep_for(nap);
   }
   q.req.clear();
   q.peer.clear();
+}
+
+// A peer's watchdog fired and asks every rank whether it is alive: the answer is the number of the
+// collective this rank waits in. Ranks that answer are waiting too; the ones that do not are the cause.
+void Comm::answer_queries() const {
+  auto& q = *req_;
+  for (;;) {
+    int flag = 0;
+    MPI_Status st;
+    MPI_Iprobe(MPI_ANY_SOURCE, kQuery, q.comm, &flag, &st);
+    if (!flag) return;
+    int64_t ignored = 0;
+    MPI_Recv(&ignored, 1, MPI_INT64_T, st.MPI_SOURCE, kQuery, q.comm, MPI_STATUS_IGNORE);
+    q.replies[size_t(st.MPI_SOURCE)] = int64_t(seq_);
+    MPI_Request r;
+    MPI_Isend(&q.replies[size_t(st.MPI_SOURCE)], 1, MPI_INT64_T, st.MPI_SOURCE, kReply, q.comm, &r);
+    MPI_Request_free(&r);
+  }
+}
+
+// The deadline passed: ask every peer which collective it waits in, give them a grace period to answer
+// (they answer from their own wait loop), then abort naming the ranks that did not answer (stopped,
+// hung, dead, or computing for longer than the deadline) and the collective each answering rank is in.
+void Comm::timed_out(const char* what) const {
+  auto& q = *req_;
+  std::vector<int> missing;  // peers whose messages of this collective did not arrive / were not taken
+  for (size_t i = 0; i < q.req.size(); ++i)
+    if (q.req[i] != MPI_REQUEST_NULL) missing.push_back(q.peer[i]);
+  std::sort(missing.begin(), missing.end());
+  missing.erase(std::unique(missing.begin(), missing.end()), missing.end());
+
+  const int64_t mine = int64_t(seq_);
+  std::vector<int64_t> at(size_t(size_), -1);  // the collective each peer answered with; -1: no answer
+  std::vector<MPI_Request> ask, hear;
+  for (int p = 0; p < size_; ++p) {
+    if (p == rank_) continue;
+    MPI_Request r;
+    MPI_Isend(&mine, 1, MPI_INT64_T, p, kQuery, q.comm, &r);
+    ask.push_back(r);
+    MPI_Irecv(&at[size_t(p)], 1, MPI_INT64_T, p, kReply, q.comm, &r);
+    hear.push_back(r);
+  }
+  const double grace = std::min(5.0, std::max(1.0, timeout_s_ / 2));
+  const auto t0 = std::chrono::steady_clock::now();
+  for (int done = 0; !done && std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() < grace;) {
+    MPI_Testall(int(hear.size()), hear.data(), &done, MPI_STATUSES_IGNORE);
+    answer_queries();  // other ranks' watchdogs may ask at the same time
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  std::string silent, waiting, listed;
+  for (int p : missing) listed += (listed.empty() ? "" : ", ") + std::to_string(p);
+  for (int p = 0; p < size_; ++p) {
+    if (p == rank_) continue;
+    if (at[size_t(p)] < 0) silent += (silent.empty() ? "" : ", ") + std::to_string(p);
+    else waiting += (waiting.empty() ? "" : ", ") + std::to_string(p) + " in #" + std::to_string(at[size_t(p)]);
+  }
+  char head[200];
+  std::snprintf(head, sizeof head, "collective watchdog: %s #%llu did not complete within %g s", what,
+                (unsigned long long)seq_, timeout_s_);
+  std::string msg = std::string(head) + "; no message from rank(s) " + listed + "; ";
+  msg += silent.empty() ? "every rank answered within " : "rank(s) " + silent + " did not answer within ";
+  char g[32];
+  std::snprintf(g, sizeof g, "%g s", grace);
+  msg += std::string(g) + " (stopped, hung, dead, or computing longer than the deadline)";
+  if (!waiting.empty()) msg += "; waiting: rank " + waiting;
+  msg += "; DSV4_COLLECTIVE_TIMEOUT=seconds sets the deadline, 0 = none";
+  abort(msg);
 }
 
 void Comm::alltoallv(const void* send, std::span<const int64_t> sc, std::span<const int64_t> sd, void* recv,

@@ -48,6 +48,8 @@ class Comm {
   struct Requests;  // the pending messages of the collective in progress (MPI handles)
   void post(bool send, const void* buf, int64_t bytes, int peer, int tag) const;
   void complete(const char* what) const;  // polls until every posted message completes, or times out
+  void answer_queries() const;             // answers peers' watchdog queries (see timed_out)
+  [[noreturn]] void timed_out(const char* what) const;
 
   int rank_ = 0, size_ = 1, local_size_ = 1;
   double timeout_s_ = 300;

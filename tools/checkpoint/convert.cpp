@@ -291,7 +291,7 @@ void write_file(const std::string& path, uint32_t kind, int64_t rank, const std:
   std::vector<uint8_t> buf(std::max<size_t>(kChunk / 4, sizeof hdr + table.size() * sizeof(wfile::TensorEntry)));
   pread_all(rfd, buf.data(), sizeof hdr + table.size() * sizeof(wfile::TensorEntry), 0, path);
   if (std::memcmp(buf.data(), &hdr, sizeof hdr) != 0 ||
-      std::memcmp(buf.data() + sizeof hdr, table.data(), table.size() * sizeof(wfile::TensorEntry)) != 0)
+      (!table.empty() && std::memcmp(buf.data() + sizeof hdr, table.data(), table.size() * sizeof(wfile::TensorEntry)) != 0))
     throw Error(path + ": header or tensor table differs from what was written");
   std::unique_ptr<XXH3_state_t, XXH_errorcode (*)(XXH3_state_t*)> state(XXH3_createState(), XXH3_freeState);
   for (const auto& e : table) {
