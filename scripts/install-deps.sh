@@ -8,6 +8,7 @@ packages=(
   libopenmpi-dev openmpi-bin
   libxxhash-dev libcli11-dev nlohmann-json3-dev libpcre2-dev
   libgtest-dev libgmock-dev libbenchmark-dev
+  clang libclang-rt-dev  # fuzz/ (libFuzzer)
 )
 
 missing=()
