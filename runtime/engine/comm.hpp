@@ -2,10 +2,15 @@
 // rank ends the whole job through abort(), so no rank waits forever in a collective.
 //
 // Watchdog: every collective is point-to-point messages polled against a deadline
-// (DSV4_COLLECTIVE_TIMEOUT seconds, default 300, 0 = none). A rank that waits past it names the
-// collective, its sequence number and the ranks it did not hear from, and aborts the job: a peer that
-// was stopped or hangs no longer leaves the others waiting forever. Waiting ranks sleep between polls
-// after the first 100 us, so they do not spin a core away from the ranks that compute.
+// (DSV4_COLLECTIVE_TIMEOUT seconds, default 300). A rank that waits past it names the collective, its
+// sequence number, the ranks it did not hear from and the ranks that do not answer at all, and aborts
+// the job: a peer that was stopped or hangs no longer leaves the others waiting forever. Waiting ranks
+// sleep between polls after the first 100 us, so they do not spin a core away from the ranks that
+// compute. DSV4_COLLECTIVE_TIMEOUT=0: no watchdog, MPI's own blocking collectives (which spin).
+// Why a fixed deadline does not fire on a long prefill: a step's work is bounded by the fixed slab
+// (max_tokens_per_step; long prompts are chunked over steps), so the longest legitimate wait is one step
+// of another rank, or the start-up work before the first collective (weights mapping, checksums from a
+// cold disk: raise the deadline there).
 #pragma once
 #include <cstdint>
 #include <memory>
