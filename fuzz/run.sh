@@ -26,7 +26,7 @@ replay_open() {  # open findings: still failing or fixed?
   local t=$1 f
   for f in "$root/fuzz/open/$t"/*; do
     [ -f "$f" ] || continue
-    if "$build/fuzz_$t" -runs=1 "$f" >/dev/null 2>&1; then
+    if { "$build/fuzz_$t" -runs=1 "$f" >/dev/null; } 2>/dev/null; then
       echo "open finding $t/$(basename "$f"): no longer fails (fixed? move it to fuzz/corpus/$t/)"
     else
       echo "open finding $t/$(basename "$f"): still fails"
