@@ -41,12 +41,12 @@ one() {  # fuzz one target; prints a summary line
   { time "$build/fuzz_$t" -max_total_time="$secs" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
       -artifact_prefix="$build/findings/$t/" "$work" "$root/fuzz/corpus/$t" >"$log" 2>&1 || rc=$?; } 2>"$build/logs/$t.time"
   local cpu execs
-  cpu=$(awk '{ printf "%.1f", ($1 + $2) / 60 }' "$build/logs/$t.time")
+  cpu=$(awk '{ printf "%.0f", $1 + $2 }' "$build/logs/$t.time")
   execs=$(grep -o 'stat::number_of_executed_units: [0-9]*' "$log" | awk '{ print $2 }')
   if [ "$rc" -eq 0 ]; then
-    echo "fuzz $t: ok, ${secs} s, ${cpu} CPU-min, ${execs:-?} executions, corpus $(ls "$work" | wc -l) files"
+    echo "fuzz $t: ok, ${secs} s, ${cpu} CPU-s, ${execs:-?} executions, corpus $(ls "$work" | wc -l) files"
   else
-    echo "fuzz $t: FINDING (exit $rc) after ${execs:-?} executions; reproducer: $(ls -t "$build/findings/$t" | head -1)"
+    echo "fuzz $t: FINDING (exit $rc) after ${execs:-?} executions; reproducer: $build/findings/$t/$(ls -t "$build/findings/$t" | head -1)"
     grep -E "ERROR: |FINDING|runtime error|SUMMARY" "$log" | head -5 | sed 's/^/  | /'
     echo "  | full log: $log"
   fi
