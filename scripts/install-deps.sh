@@ -9,6 +9,7 @@ packages=(
   libxxhash-dev libcli11-dev nlohmann-json3-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   libcpp-httplib-dev curl
+  clang libclang-rt-dev  # fuzz/ (libFuzzer)
 )
 
 missing=()

@@ -1,7 +1,19 @@
 // MPI world and the collectives the plan names (Open MPI is the only transport). Any error on any
 // rank ends the whole job through abort(), so no rank waits forever in a collective.
+//
+// Watchdog: every collective is point-to-point messages polled against a deadline
+// (DSV4_COLLECTIVE_TIMEOUT seconds, default 300). A rank that waits past it names the collective, its
+// sequence number, the ranks it did not hear from and the ranks that do not answer at all, and aborts
+// the job: a peer that was stopped or hangs no longer leaves the others waiting forever. Waiting ranks
+// sleep between polls after the first 100 us, so they do not spin a core away from the ranks that
+// compute. DSV4_COLLECTIVE_TIMEOUT=0: no watchdog, MPI's own blocking collectives (which spin).
+// Why a fixed deadline does not fire on a long prefill: a step's work is bounded by the fixed slab
+// (max_tokens_per_step; long prompts are chunked over steps), so the longest legitimate wait is one step
+// of another rank, or the start-up work before the first collective (weights mapping, checksums from a
+// cold disk: raise the deadline there).
 #pragma once
 #include <cstdint>
+#include <memory>
 #include <span>
 #include <string>
 #include <vector>
@@ -13,6 +25,7 @@ class Comm {
   Comm(int* argc, char*** argv);  // MPI_Init_thread (funneled); errors are fatal to the job
   ~Comm();                        // MPI_Finalize
   Comm(const Comm&) = delete;
+  Comm& operator=(const Comm&) = delete;
 
   int rank() const { return rank_; }
   int local_size() const { return local_size_; }  // ranks sharing this node
@@ -37,12 +50,19 @@ class Comm {
   // Prints "dsv4: rank R: error: msg" and aborts every rank of the job (MPI_Abort).
   [[noreturn]] void abort(const std::string& msg) const;
 
+  double collective_timeout_s() const { return timeout_s_; }  // 0: no deadline
+
  private:
+  struct Requests;  // the pending messages of the collective in progress (MPI handles)
+  void post(bool send, const void* buf, int64_t bytes, int peer, int tag) const;
+  void complete(const char* what) const;  // polls until every posted message completes, or times out
+  void answer_queries() const;             // answers peers' watchdog queries (see timed_out)
+  [[noreturn]] void timed_out(const char* what) const;
+
   int rank_ = 0, size_ = 1, local_size_ = 1;
-  struct Counts {
-    std::vector<int> send, sdispl, recv, rdispl;  // MPI's int counts, one per peer (sized once)
-  };
-  mutable Counts counts_;
+  double timeout_s_ = 300;
+  mutable uint64_t seq_ = 0;  // collectives entered so far (the same sequence on every rank)
+  std::unique_ptr<Requests> req_;
 };
 
 }  // namespace dsv4

@@ -35,7 +35,7 @@ struct Array {
     if (descr != dtype_of<T>::descr)
       throw std::runtime_error("npy " + what + ": expected dtype " + dtype_of<T>::descr + ", got " + descr);
     std::vector<T> v(static_cast<size_t>(numel()));
-    std::memcpy(v.data(), bytes.data(), v.size() * sizeof(T));
+    if (!v.empty()) std::memcpy(v.data(), bytes.data(), v.size() * sizeof(T));
     return v;
   }
   std::string shape_str() const {
