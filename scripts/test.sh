@@ -30,7 +30,7 @@ kernel_paths portable ""
 # (libstdc++, GCC 12 at -O3; the kernel tests' reference top-k) is reported as new-vs-free.
 san=$build-sanitize
 cmake -S . -B "$san" -DCMAKE_BUILD_TYPE=Release -DDSV4_SANITIZE=ON -DDSV4_CONFIG=tiny4
-cmake --build "$san" -j"$(nproc)" --target plan_tests kernels_tests golden_ops_tests dsv4-tiny4
+cmake --build "$san" -j"$(nproc)" --target plan_tests kernels_tests golden_ops_tests dsv4
 export ASAN_OPTIONS=abort_on_error=1:detect_leaks=0:alloc_dealloc_mismatch=0
 export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 for t in plan/plan_tests kernels/kernels_tests golden/golden_ops_tests; do
