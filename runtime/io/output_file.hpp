@@ -2,8 +2,11 @@
 // job never leaves a partial file at the path the user named (and never clobbers a good one). Opening
 // happens at construction: a path that cannot be written fails before any computation.
 #pragma once
+#include <fcntl.h>
 #include <unistd.h>
 
+#include <cerrno>
+#include <cstring>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -17,9 +20,21 @@ class OutputFile {
  public:
   OutputFile() = default;
   OutputFile(const std::string& path, const char* what) : path_(path), what_(what) {
+    // Only a regular file is replaced: renaming over /dev/full or a FIFO would destroy what the user owns.
+    std::error_code ec;
+    const auto st = std::filesystem::status(path, ec);
+    if (!ec && std::filesystem::exists(st) && !std::filesystem::is_regular_file(st))
+      throw Error(path_ + ": cannot write the " + what_ + " there: it exists and is not a regular file");
     tmp_ = path + ".tmp." + std::to_string(::getpid());
+    const int fd = ::open(tmp_.c_str(), O_WRONLY | O_CREAT | O_EXCL, 0644);  // never truncate a file we did not make
+    if (fd < 0) {
+      tmp_.clear();
+      throw Error(path_ + ": cannot write the " + what_ + " (cannot create " + path + ".tmp." +
+                  std::to_string(::getpid()) + ": " + std::strerror(errno) + ")");
+    }
+    ::close(fd);
     f_.open(tmp_, std::ios::binary | std::ios::trunc);
-    if (!f_) throw Error(path_ + ": cannot write the " + what_ + " (cannot create " + tmp_ + ")");
+    if (!f_) throw Error(path_ + ": cannot write the " + what_ + " (cannot open " + tmp_ + ")");
   }
   OutputFile(OutputFile&&) = default;
   OutputFile& operator=(OutputFile&&) = default;

@@ -38,3 +38,16 @@ a=$(text "$work/both.json" 1)
 b=$(text "$work/alone.json" 0)
 [ -n "$a" ] && [ "$a" = "$b" ] || { echo "FAIL: batched text [$a] differs from alone [$b]"; exit 1; }
 echo "ok: batched == alone: $a"
+
+# A report path that is not a regular file (or cannot be written) fails before any work, and the device is
+# left as it was (the report is renamed into place only over a regular file).
+if "${mpi[@]}" "$bin" "${common[@]}" --prompt "x" --json-report /dev/full >"$work/full.out" 2>"$work/full.err"; then
+  echo "FAIL: --json-report /dev/full was accepted"; exit 1
+fi
+grep -q "not a regular file" "$work/full.err" || { echo "FAIL: no clear error for /dev/full"; cat "$work/full.err"; exit 1; }
+[ -c /dev/full ] || { echo "FAIL: /dev/full is no longer a character device"; exit 1; }
+if "${mpi[@]}" "$bin" "${common[@]}" --prompt "x" --json-report "$work/no/such/dir/r.json" >/dev/null 2>"$work/nodir.err"; then
+  echo "FAIL: a report in a missing folder was accepted"; exit 1
+fi
+grep -q "cannot write the" "$work/nodir.err" || { echo "FAIL: no clear error for a missing folder"; cat "$work/nodir.err"; exit 1; }
+echo "ok: unwritable report paths fail first, /dev/full untouched"
