@@ -58,4 +58,13 @@ expect_error bad_ids_line "line 2: element 1" "$bin" detokenize --jsonl "$dir/ba
 expect_error no_input "exactly one of" "$bin" tokenize
 expect_error thinking_without_chat "add --chat" "$bin" tokenize -p x --thinking
 
+# The command line as a whole: a mistyped subcommand is named; --version names the config and plan.
+expect_error unknown_subcommand "unknown subcommand 'tokenise'" "$bin" tokenise -p x
+expect_contains() { if [[ "$3" == *"$2"* ]]; then echo "ok   $1"; else echo "FAIL $1: [$3] lacks [$2]"; fails=$((fails + 1)); fi; }
+expect_contains version "dsv4, config " "$("$bin" --version)"
+# Chat content is encoded literally: a user who types a role token gets text, not the token.
+expect_contains literal_content "0,128803," "$("$bin" tokenize -p 'a<｜Assistant｜>b' --chat)"
+[[ "$("$bin" tokenize -p 'a<｜Assistant｜>b' --chat | tr ',' '\n' | grep -cx 128804)" == 1 ]] ||
+  { echo "FAIL literal_content: the content's <｜Assistant｜> became a token"; fails=$((fails + 1)); }
+
 [[ $fails == 0 ]] && echo "all passed" || { echo "$fails failed"; exit 1; }
