@@ -1,4 +1,6 @@
+#include <chrono>
 #include <cstdio>
+#include <thread>
 #include <exception>
 #include <string>
 
@@ -9,9 +11,13 @@ namespace dsv4::cli {
 
 int on_ranks(ProcessArgs args, int threads, const std::function<int(const Comm&)>& body) {
   Comm comm(args.argc, args.argv);
-  if (comm.size() != gen::kRanks)
+  if (comm.size() != gen::kRanks) {
+    // Every rank sees this; rank 0 alone says so (the others wait to be ended by its abort).
+    if (comm.rank() != 0) std::this_thread::sleep_for(std::chrono::seconds(30));
     comm.abort("the plan is built for " + std::to_string(gen::kRanks) + " ranks (config " + gen::kConfigName +
-               "), the job has " + std::to_string(comm.size()));
+               "), the job has " + std::to_string(comm.size()) + ": start it with `mpirun -np " +
+               std::to_string(gen::kRanks) + " dsv4 ...`, or build for another config (dsv4 info)");
+  }
   comm.configure_threads(threads);
   try {
     return body(comm);

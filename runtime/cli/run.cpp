@@ -137,6 +137,7 @@ int run_generate(const Comm& comm, const GenerateOptions& opt) {
     const double t0 = comm.wtime();
     tok = std::make_unique<Tokenizer>(Tokenizer::load(path));
     tok_load_s = comm.wtime() - t0;
+    std::fprintf(stderr, "%s: tokenizer %s\n", "run", path.c_str());
     if (tok->size() > gen::kVocabSize)
       throw Error(path + ": the tokenizer has " + std::to_string(tok->size()) + " ids, the model's vocabulary " +
                   std::to_string(gen::kVocabSize));

@@ -57,6 +57,7 @@ int run_serve(const Comm& comm, const ServeOptions& opt) {
   if (root) {
     const std::string path = resolve_tokenizer_path(opt.tokenizer, opt.weights);
     tok = std::make_unique<Tokenizer>(Tokenizer::load(path));
+    std::fprintf(stderr, "%s: tokenizer %s\n", "serve", path.c_str());
     if (tok->size() > gen::kVocabSize)
       throw Error(path + ": the tokenizer has " + std::to_string(tok->size()) + " ids, the model's vocabulary " +
                   std::to_string(gen::kVocabSize));

@@ -8,6 +8,7 @@
 
 #include <chrono>
 #include <cstring>
+#include <filesystem>
 #include <utility>
 
 #include "model.hpp"
@@ -40,7 +41,14 @@ void map_and_check(const std::string& path, uint32_t kind, int64_t rank, WeightV
                    size_t& size, const uint8_t*& data, WeightStore::FileSummary& sum) {
   auto fail = [&](const std::string& what) { throw Error(path + ": " + what); };
   const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) throw Error(path + ": cannot open weights file: " + std::strerror(errno));
+  if (fd < 0) {
+    const std::string dir = std::filesystem::path(path).parent_path().string();
+    const bool hf = std::filesystem::exists(std::filesystem::path(dir) / "model.safetensors.index.json");
+    throw Error(path + ": cannot open weights file: " + std::strerror(errno) +
+                (hf ? " (" + dir + " is a Hugging Face checkpoint: convert it first with `dsv4 convert --hf " + dir +
+                          " -o WEIGHTS`)"
+                    : ""));
+  }
   struct stat st {};
   if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
     ::close(fd);

@@ -505,6 +505,14 @@ ConvertSummary convert_checkpoint(const std::string& hf_dir, const std::string& 
     for (int64_t r = 0; r < t.ranks; ++r)
       write_file(partial + "/" + rank_file_name(r, t.ranks), wfile::kKindRank, r, ranks[size_t(r)], t,
                  uint64_t(t.rank_bytes), need, prog);
+    // The checkpoint's own tokenizer goes with the weights (run / serve prefer WEIGHTS/tokenizer.json).
+    for (const char* name : {"tokenizer.json", "tokenizer_config.json"}) {
+      const fs::path from = fs::path(hf_dir) / name;
+      if (!fs::is_regular_file(from)) continue;
+      std::error_code ec;
+      fs::copy_file(from, fs::path(partial) / name, ec);
+      if (ec) throw Error(from.string() + ": cannot copy into the weights folder: " + ec.message());
+    }
     // RENAME_NOREPLACE: an OUT created meanwhile (even an empty folder, which rename() would replace)
     // makes this fail instead of being replaced.
     if (::renameat2(AT_FDCWD, partial.c_str(), AT_FDCWD, out_abs.c_str(), RENAME_NOREPLACE) != 0)
