@@ -115,6 +115,26 @@ enum class OpKind : uint8_t {
   TokenChoice,      // greedy / sampled token from full logits
 };
 
+// The enumerator's name ("LinearFp8"): plan.hpp, plan.txt and the runtime's profile all print this.
+constexpr const char* op_kind_name(OpKind k) {
+  switch (k) {
+#define DSV4_OP_KIND_NAME(x) \
+  case OpKind::x: return #x;
+    DSV4_OP_KIND_NAME(Embed) DSV4_OP_KIND_NAME(HcExpand) DSV4_OP_KIND_NAME(HcPre) DSV4_OP_KIND_NAME(RmsNorm)
+    DSV4_OP_KIND_NAME(ActQuantFp8) DSV4_OP_KIND_NAME(LinearFp8) DSV4_OP_KIND_NAME(LinearBf16)
+    DSV4_OP_KIND_NAME(LinearGroupedFp8w) DSV4_OP_KIND_NAME(LinearF32) DSV4_OP_KIND_NAME(QHeadNorm)
+    DSV4_OP_KIND_NAME(Rope) DSV4_OP_KIND_NAME(KvFinish) DSV4_OP_KIND_NAME(KvStage) DSV4_OP_KIND_NAME(WindowWrite)
+    DSV4_OP_KIND_NAME(Compressor) DSV4_OP_KIND_NAME(IndexerQ) DSV4_OP_KIND_NAME(IndexerScale)
+    DSV4_OP_KIND_NAME(IndexerTopK) DSV4_OP_KIND_NAME(AttnIndices) DSV4_OP_KIND_NAME(SparseAttention)
+    DSV4_OP_KIND_NAME(HcPost) DSV4_OP_KIND_NAME(GateScores) DSV4_OP_KIND_NAME(MoeDispatch) DSV4_OP_KIND_NAME(Experts)
+    DSV4_OP_KIND_NAME(MoeReturn) DSV4_OP_KIND_NAME(SharedExpert) DSV4_OP_KIND_NAME(MoeCombine) DSV4_OP_KIND_NAME(HcHead)
+    DSV4_OP_KIND_NAME(LogitsRowsGather) DSV4_OP_KIND_NAME(LmHeadShard) DSV4_OP_KIND_NAME(LogitsGather)
+    DSV4_OP_KIND_NAME(TokenChoice)
+#undef DSV4_OP_KIND_NAME
+  }
+  return "?";
+}
+
 // Small per-op parameters; fields an op kind does not use are zero.
 struct OpParams {
   int32_t ratio = 0;      // compress ratio of the layer (0, 4, 128)

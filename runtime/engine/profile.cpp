@@ -123,19 +123,6 @@ double PlanCost::step_bytes(int64_t tokens_per_rank, int64_t ranks) const {
          double(bytes_lm_head);
 }
 
-const char* op_kind_name(plan::OpKind k) {
-  switch (k) {
-#define C(x) \
-  case OpKind::x: return #x;
-    C(Embed) C(HcExpand) C(HcPre) C(RmsNorm) C(ActQuantFp8) C(LinearFp8) C(LinearBf16) C(LinearGroupedFp8w)
-    C(LinearF32) C(QHeadNorm) C(Rope) C(KvFinish) C(KvStage) C(WindowWrite) C(Compressor) C(IndexerQ)
-    C(IndexerScale) C(IndexerTopK) C(AttnIndices) C(SparseAttention) C(HcPost) C(GateScores) C(MoeDispatch)
-    C(Experts) C(MoeReturn) C(SharedExpert) C(MoeCombine) C(HcHead) C(LogitsRowsGather) C(LmHeadShard)
-    C(LogitsGather) C(TokenChoice)
-#undef C
-  }
-  return "?";
-}
 
 std::string layer_kind_name(int32_t layer) {
   if (layer < 0 || layer >= gen::kNumLayers) return "embed+head";
@@ -144,7 +131,7 @@ std::string layer_kind_name(int32_t layer) {
 }
 
 std::vector<ProfileRow> profile_by_kind(std::span<const double> s) {
-  return group(s, [](const plan::Op& op) { return std::string(op_kind_name(op.kind)); });
+  return group(s, [](const plan::Op& op) { return std::string(plan::op_kind_name(op.kind)); });
 }
 
 std::vector<ProfileRow> profile_by_layer_kind(std::span<const double> s) {

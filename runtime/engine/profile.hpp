@@ -48,7 +48,6 @@ struct PlanCost {
 };
 PlanCost plan_cost();
 
-const char* op_kind_name(plan::OpKind k);
 // "window", "csa", "hca" by compress ratio 0 / 4 / 128; "embed+head" for ops outside the layers.
 std::string layer_kind_name(int32_t layer);
 

@@ -208,20 +208,6 @@ std::string weights_hpp(const Program& p, const std::string& source) {
   return o.str();
 }
 
-const char* op_name(plan::OpKind k) {
-  using K = plan::OpKind;
-  switch (k) {
-#define C(x) \
-  case K::x: return #x;
-    C(Embed) C(HcExpand) C(HcPre) C(RmsNorm) C(ActQuantFp8) C(LinearFp8) C(LinearBf16) C(LinearGroupedFp8w)
-    C(LinearF32) C(QHeadNorm) C(Rope) C(KvFinish) C(KvStage) C(WindowWrite) C(Compressor) C(IndexerQ)
-    C(IndexerScale) C(IndexerTopK) C(AttnIndices) C(SparseAttention) C(HcPost) C(GateScores) C(MoeDispatch)
-    C(Experts) C(MoeReturn) C(SharedExpert) C(MoeCombine) C(HcHead) C(LogitsRowsGather) C(LmHeadShard)
-    C(LogitsGather) C(TokenChoice)
-#undef C
-  }
-  return "?";
-}
 
 std::string ids_init(const std::vector<uint32_t>& v) {
   std::string r = "{";
@@ -243,7 +229,7 @@ std::string plan_hpp(const Program& p, const std::string& source) {
     for (auto id : op.in) DSV4_ASSERT(id != plan::kNone && id < p.buffers.size(), "op input id " + op.label);
     DSV4_ASSERT(op.in.size() <= plan::kMaxOpIo && op.out.size() <= plan::kMaxOpIo && op.w.size() <= plan::kMaxOpIo,
                 "too many op operands in " + op.label);
-    o << "  {OpKind::" << op_name(op.kind) << ", " << op.layer << ", \"" << op.label << "\", " << ids_init(op.in)
+    o << "  {OpKind::" << plan::op_kind_name(op.kind) << ", " << op.layer << ", \"" << op.label << "\", " << ids_init(op.in)
       << ", " << ids_init(op.out) << ", " << ids_init(op.w) << ", {" << op.p.ratio << ", " << op.p.dim << ", "
       << op.p.rope_table << ", " << op.p.flags << ", " << float_literal(op.p.eps) << "}},\n";
   }
@@ -311,7 +297,7 @@ std::string plan_txt(const Program& p, const std::string& source) {
       o << (op.layer < 0 ? "\n# top level\n" : fmt("\n# layer %d (%s, ratio %" PRId64 ")\n", op.layer,
                                                    layer_kind_name(layer_kind(m.compress_ratios[op.layer])),
                                                    m.compress_ratios[op.layer]));
-    o << fmt("%5zu %-18s %s\n", i, op_name(op.kind), op.label.c_str());
+    o << fmt("%5zu %-18s %s\n", i, plan::op_kind_name(op.kind), op.label.c_str());
     for (auto id : op.in) o << "        in   " << buf(id) << "\n";
     for (auto id : op.out) o << "        out  " << buf(id) << "\n";
     for (auto id : op.w) {
