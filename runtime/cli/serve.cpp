@@ -33,6 +33,28 @@ struct ServeOptions {
   bool verify_checksums = false;
 };
 
+// The engine loop once it exists: rank 0's HTTP front end starts before the weights load (and refuses
+// generation with 503 "loading" until `ready`), so it needs a backend before the loop is built.
+class DeferredBackend final : public GenerationBackend {
+ public:
+  void set(GenerationBackend* b) { b_.store(b); }
+  std::shared_ptr<RequestStream> submit(GenerationRequest req, SubmitStatus& status, std::string& why) override {
+    if (GenerationBackend* b = b_.load()) return b->submit(std::move(req), status, why);
+    status = SubmitStatus::Draining;
+    why = "the model is loading";
+    return nullptr;
+  }
+  BackendStats stats() const override {
+    const GenerationBackend* b = b_.load();
+    BackendStats s = b ? b->stats() : BackendStats{};
+    if (!b) s.max_context = gen::kMaxContext;
+    return s;
+  }
+
+ private:
+  std::atomic<GenerationBackend*> b_{nullptr};
+};
+
 std::atomic<bool> g_stop{false};
 extern "C" void on_stop_signal(int) { g_stop.store(true); }  // lock-free atomic store: async-signal-safe
 
@@ -62,12 +84,9 @@ int run_serve(const Comm& comm, const ServeOptions& opt) {
       throw Error(path + ": the tokenizer has " + std::to_string(tok->size()) + " ids, the model's vocabulary " +
                   std::to_string(gen::kVocabSize));
   }
-  Engine engine(comm, opt.weights, opt.verify_checksums);
-  LoopOptions lo;
-  lo.max_queue = opt.max_queue;
-  lo.drain_timeout_s = opt.drain_timeout;
-  EngineLoop loop(comm, engine, plan_limits(comm.size()), lo);
-
+  // Rank 0 listens before the weights load, so /health answers 503 "loading" until the engine is ready.
+  DeferredBackend backend;
+  std::atomic<bool> ready{false};
   std::thread http;
   int http_rc = 0;
   if (root) {
@@ -86,8 +105,7 @@ int run_serve(const Comm& comm, const ServeOptions& opt) {
         h.on_listening = [](const std::string& host, int port) {
           std::fprintf(stderr, "serve: listening on http://%s:%d\n", host.c_str(), port);
         };
-        std::atomic<bool> ready{true};  // the engine loaded before this thread started
-        serve_http(loop, *tok, h, g_stop, ready);
+        serve_http(backend, *tok, h, g_stop, ready);
       } catch (const std::exception& e) {
         std::fprintf(stderr, "dsv4: error: serve: %s\n", e.what());
         http_rc = 1;
@@ -95,10 +113,32 @@ int run_serve(const Comm& comm, const ServeOptions& opt) {
       g_stop.store(true);  // the front end ended (stop, or an error such as a port in use): drain and exit
     });
   }
-  loop.run(&g_stop);
+  // A failed load on rank 0 must not leave the HTTP thread joinable (std::terminate): stop and join it first.
+  const auto join_http = [&] {
+    if (!http.joinable()) return;
+    g_stop.store(true);
+    http.join();
+  };
+  std::unique_ptr<Engine> engine;
+  std::unique_ptr<EngineLoop> loop;
+  try {
+    engine = std::make_unique<Engine>(comm, opt.weights, opt.verify_checksums);
+    LoopOptions lo;
+    lo.max_queue = opt.max_queue;
+    lo.drain_timeout_s = opt.drain_timeout;
+    loop = std::make_unique<EngineLoop>(comm, *engine, plan_limits(comm.size()), lo);
+  } catch (...) {
+    join_http();
+    throw;
+  }
+  backend.set(loop.get());
+  ready.store(true);
+  if (root) std::fprintf(stderr, "serve: ready\n");
+
+  loop->run(&g_stop);
   if (root) {
     http.join();
-    std::fprintf(stderr, "serve: stopped (%lld steps)\n", (long long)loop.loop_stats().steps);
+    std::fprintf(stderr, "serve: stopped (%lld steps)\n", (long long)loop->loop_stats().steps);
   }
   return http_rc;
 }

@@ -24,8 +24,8 @@ cleanup() { kill -- -"$job" 2>/dev/null || true; wait "$job" 2>/dev/null || true
 trap cleanup EXIT
 fail() { echo "FAIL: $*"; tail -30 "$log"; exit 1; }
 for _ in $(seq 1 1200); do
-  grep -q "listening on" "$log" && break
-  kill -0 "$job" 2>/dev/null || fail "the server exited before listening"
+  grep -q "serve: ready" "$log" && break
+  kill -0 "$job" 2>/dev/null || fail "the server exited before it was ready"
   sleep 0.1
 done
 url=$(grep -o "http://[0-9.]*:[0-9]*" "$log" | head -1)
