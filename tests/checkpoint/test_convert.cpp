@@ -50,7 +50,7 @@ TEST_F(Convert, DemoRoundTripRealVocabulary16Ranks) {
   const Result r = run({kDemo, "convert", "--hf", dck, "-o", dw});
   ASSERT_EQ(r.rc, 0) << show(r);
   EXPECT_EQ(ls(dw).size(), 19u);  // 17 weight files and the checkpoint's tokenizer.json, tokenizer_config.json
-  EXPECT_EQ(digest(dck).at("tokenizer.json"), digest(dw).at("tokenizer.json"));
+  EXPECT_EQ(read_file(dck + "/tokenizer.json"), read_file(dw + "/tokenizer.json"));
   const Result c = run({kDemo, "check", "-w", dw, "--checksums"});
   ASSERT_EQ(c.rc, 0) << show(c);
   EXPECT_NE(c.out.find("rank 15"), std::string::npos) << show(c);
