@@ -37,7 +37,9 @@ async function one(i) {
       if (!ev.startsWith('data: ') || ev === 'data: [DONE]') continue;
       const j = JSON.parse(ev.slice(6));
       if (j.usage) usage = j.usage;
-      if (j.choices?.length) times.push(performance.now());
+      // A token's text (the first chunk carries only the role and is sent on acceptance: not a token).
+      const d = j.choices?.[0]?.delta;
+      if (d && (d.content || d.reasoning_content)) times.push(performance.now());
     }
   }
   return { ok: true, t0, times, tokens: usage ? usage.completion_tokens : times.length, end: performance.now() };
