@@ -10,7 +10,7 @@ mpi=(mpirun --allow-run-as-root --oversubscribe -np $np)
 : > $out/serve.err
 setsid "${mpi[@]}" $bin serve -w $w --port 0 --threads 1 2>$out/serve.err &
 job=$!
-for _ in $(seq 1 600); do grep -qE "serve: ready|listening on" $out/serve.err && break; sleep 0.1; done
+for _ in $(seq 1 600); do grep -q "serve: ready" $out/serve.err && break; sleep 0.1; done
 url=$(grep -o "http://[0-9.]*:[0-9]*" $out/serve.err | head -1)
 node $root/bench/serve_load.mjs $url/v1 --requests 4 --concurrency 4 --max-tokens 4 --json >/dev/null  # warm-up
 for c in 1 4 16; do
