@@ -244,7 +244,8 @@ void EngineLoop::pack(const StepPlan& plan, int64_t cmd) {
     for (const PlanItem& w : r.work) put(wire_, at, WireItem{w.id, w.start, w.offset, w.count, k, w.slot, w.logits ? 1 : 0, 0});
   }
   DSV4_ASSERT(at + plan.tokens.size() * sizeof(int32_t) <= wire_.size(), "engine loop: plan message overflow");
-  std::memcpy(wire_.data() + at, plan.tokens.data(), plan.tokens.size() * sizeof(int32_t));
+  if (!plan.tokens.empty())  // an empty vector's data() may be null, which memcpy must not get
+    std::memcpy(wire_.data() + at, plan.tokens.data(), plan.tokens.size() * sizeof(int32_t));
 }
 
 int64_t EngineLoop::unpack(StepPlan& plan) {
@@ -278,7 +279,7 @@ int64_t EngineLoop::unpack(StepPlan& plan) {
   }
   DSV4_ASSERT(h.n_tokens >= 0 && at + size_t(h.n_tokens) * sizeof(int32_t) <= wire_.size(), "engine loop: plan message truncated");
   plan.tokens.resize(size_t(h.n_tokens));
-  std::memcpy(plan.tokens.data(), wire_.data() + at, plan.tokens.size() * sizeof(int32_t));
+  if (!plan.tokens.empty()) std::memcpy(plan.tokens.data(), wire_.data() + at, plan.tokens.size() * sizeof(int32_t));
   return kCmdStep;
 }
 
