@@ -2,6 +2,7 @@
 // on the app and returns the function that runs it once parsed; main() only dispatches.
 #pragma once
 #include <CLI/CLI.hpp>
+#include <atomic>
 #include <functional>
 #include <string>
 #include <vector>
@@ -39,5 +40,11 @@ Subcommand add_loop_check(CLI::App& app);  // hidden: engine loop test driver
 // Starts MPI, checks the job's rank count against the plan, sets the kernel threads and runs `body` on
 // every rank; an error on any rank ends the whole job (MPI_Abort), so no rank waits in a collective.
 int on_ranks(ProcessArgs args, int threads, const std::function<int(const Comm&)>& body);
+
+// SIGTERM / SIGINT (a service manager, a batch system, mpirun forwarding Ctrl-C) set the returned flag
+// instead of killing the rank. The commands that call this (run, eval, serve) pass it to the engine
+// loop, which ends at a step boundary on every rank; run and eval then exit with kStoppedExit.
+std::atomic<bool>& install_stop_handlers();
+inline constexpr int kStoppedExit = 143;  // 128 + SIGTERM, as shells report a process the signal ended
 
 }  // namespace dsv4::cli

@@ -192,6 +192,10 @@ class EvalObserver final : public StepObserver {
   void on_release(int64_t id) override {
     const Request& r = reqs_[size_t(id)];
     const EvalRequest& q = opt_.requests[size_t(id)];
+    if (tokens_[size_t(id)].size() != size_t(1 + r.steps)) {  // cancelled (SIGTERM): no partial output
+      logits_[size_t(id)] = {};
+      return;
+    }
     npy::write(q.logits_out, logits_[size_t(id)].data(), {1 + r.steps, gen::kVocabSize});
     std::string tok_path = q.tokens_out;
     if (tok_path.empty() && r.forced.empty()) {
@@ -253,6 +257,7 @@ int run_eval(const Comm& comm, const EvalOptions& opt) {
   const bool single = opt.requests.size() == 1;
   const bool tracing = !opt.trace_out.empty() || !opt.inject_from.empty();
   if (tracing && !single) throw Error("--trace-out / --inject-from work with one request only");
+  const std::atomic<bool>& stop = cli::install_stop_handlers();
   const int64_t chunk = opt.chunk > 0 ? std::min(opt.chunk, gen::kMaxTokensPerStep) : gen::kMaxTokensPerStep;
 
   // Every rank reads every request (they are small): the schedule of every rank follows from the lengths.
@@ -295,6 +300,7 @@ int run_eval(const Comm& comm, const EvalOptions& opt) {
   LoopOptions lo;
   lo.exit_when_idle = true;
   lo.max_queue = 0;
+  lo.drain_timeout_s = 0;  // SIGTERM: cancel every request at the next step boundary
   EngineLoop loop(comm, engine, plan_limits(comm.size(), chunk), lo, &obs);
   std::vector<double> t_prefilled(reqs.size(), 0), t_done(reqs.size(), 0);
   double t0 = 0;
@@ -308,14 +314,14 @@ int run_eval(const Comm& comm, const EvalOptions& opt) {
       const int64_t id = loop.submit_local(std::move(g), int64_t(i), reqs[i].owner, [&, i](const TokenEvent& ev) {
         if (ev.token >= 0 && t_prefilled[i] == 0) t_prefilled[i] = comm.wtime() - t0;
         if (ev.finish != FinishReason::None) t_done[i] = comm.wtime() - t0;
-        if (ev.finish != FinishReason::None && ev.finish != FinishReason::Length)
+        if (ev.finish != FinishReason::None && ev.finish != FinishReason::Length && !stop.load())
           throw Error("request " + std::to_string(i) + " ended early: " + finish_reason_name(ev.finish));
       }, why);
       if (id < 0) throw Error("request " + std::to_string(i) + " (" + opt.requests[i].input_ids + "): " + why);
       DSV4_ASSERT(id == int64_t(i), "eval: request ids follow submission order");
     }
   t0 = comm.wtime();
-  loop.run();
+  loop.run(&stop);
   const double wall = comm.wtime() - t0;
   const int64_t n_steps = loop.loop_stats().steps;
   const double comm_s = obs.comm_s, dec_step_s = obs.dec_step_s, dec_comm_s = obs.dec_comm_s, n_dec = obs.n_dec;
@@ -324,6 +330,10 @@ int run_eval(const Comm& comm, const EvalOptions& opt) {
   const double mine_stats[3] = {dec_step_s, dec_comm_s, n_dec};
   std::vector<double> all(size_t(3 * comm.size()));
   comm.allgather(mine_stats, sizeof mine_stats, all.data());
+  if (loop.stopped()) {  // the requests that finished have their files; no report for a partial run
+    if (me == 0) std::fprintf(stderr, "eval: interrupted by a signal after %lld steps; no outputs for unfinished requests, no report\n", (long long)n_steps);
+    return cli::kStoppedExit;
+  }
   if (me != 0) return 0;
 
   nlohmann::ordered_json r;

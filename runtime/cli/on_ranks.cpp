@@ -1,4 +1,6 @@
+#include <atomic>
 #include <chrono>
+#include <csignal>
 #include <cstdio>
 #include <thread>
 #include <exception>
@@ -8,6 +10,19 @@
 #include "runtime/cli/commands.hpp"
 
 namespace dsv4::cli {
+namespace {
+std::atomic<bool> g_stop{false};
+extern "C" void on_stop_signal(int) { g_stop.store(true); }  // lock-free atomic store: async-signal-safe
+}  // namespace
+
+std::atomic<bool>& install_stop_handlers() {
+  struct sigaction sa{};
+  sa.sa_handler = on_stop_signal;
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGTERM, &sa, nullptr);
+  sigaction(SIGINT, &sa, nullptr);
+  return g_stop;
+}
 
 int on_ranks(ProcessArgs args, int threads, const std::function<int(const Comm&)>& body) {
   Comm comm(args.argc, args.argv);

@@ -123,6 +123,7 @@ int run_generate(const Comm& comm, const GenerateOptions& opt) {
   for (const auto& s : opt.stop)
     if (s.empty()) throw Error("--stop: empty stop string");
   const double t_start = comm.wtime();
+  const std::atomic<bool>& stop = cli::install_stop_handlers();
 
   // Rank 0 reads, templates and tokenizes the prompts (only it loads the tokenizer and submits).
   std::unique_ptr<Tokenizer> tok;
@@ -162,6 +163,7 @@ int run_generate(const Comm& comm, const GenerateOptions& opt) {
   LoopOptions lo;
   lo.exit_when_idle = true;
   lo.max_queue = 0;  // every prompt is queued up front
+  lo.drain_timeout_s = 0;  // SIGTERM: cancel what runs now, report what was generated
   EngineLoop loop(comm, engine, plan_limits(P), lo);
   const int64_t N = int64_t(shown.size());
 
@@ -226,9 +228,10 @@ int run_generate(const Comm& comm, const GenerateOptions& opt) {
 
   comm.barrier();
   t0 = comm.wtime();
-  loop.run();
+  loop.run(&stop);
   const double loop_s = comm.wtime() - t0;
   const LoopStats& st = loop.loop_stats();
+  const int rc = loop.stopped() ? cli::kStoppedExit : 0;
 
   // Per-rank figures for the report: peak RSS, plan collectives, scheduler exchange.
   struct RankStats {
@@ -236,7 +239,7 @@ int run_generate(const Comm& comm, const GenerateOptions& opt) {
   } mine{double(peak_rss_bytes()), st.comm_s, st.exchange_s};
   std::vector<RankStats> ranks(static_cast<size_t>(P));
   comm.allgather(&mine, sizeof mine, ranks.data());
-  if (!root) return 0;
+  if (!root) return rc;
 
   double rss_max = 0, comm_mean = 0, exchange_mean = 0, ttft_sum = 0, ttft_max = 0;
   for (const auto& r : ranks) rss_max = std::max(rss_max, r.rss), comm_mean += r.comm / P, exchange_mean += r.exchange / P;
@@ -262,6 +265,7 @@ int run_generate(const Comm& comm, const GenerateOptions& opt) {
     r["config"] = gen::kConfigName;
     r["ranks"] = P;
     r["requests"] = N;
+    r["interrupted"] = loop.stopped();  // SIGTERM/SIGINT: unfinished requests end with stop "cancelled"
     r["temperature"] = opt.temperature;
     r["top_p"] = opt.top_p;
     r["top_k"] = opt.top_k;
@@ -297,7 +301,8 @@ int run_generate(const Comm& comm, const GenerateOptions& opt) {
     }
     report.commit(r.dump(2) + "\n");
   }
-  return 0;
+  if (loop.stopped()) std::fprintf(stderr, "run: interrupted by a signal; unfinished requests were cancelled\n");
+  return rc;
 }
 
 }  // namespace dsv4

@@ -5,7 +5,6 @@
 // then every rank exits 0.
 #include <algorithm>
 #include <atomic>
-#include <csignal>
 #include <cstdio>
 #include <memory>
 #include <thread>
@@ -55,24 +54,13 @@ class DeferredBackend final : public GenerationBackend {
   std::atomic<GenerationBackend*> b_{nullptr};
 };
 
-std::atomic<bool> g_stop{false};
-extern "C" void on_stop_signal(int) { g_stop.store(true); }  // lock-free atomic store: async-signal-safe
-
-void install_stop_handlers() {
-  struct sigaction sa{};
-  sa.sa_handler = on_stop_signal;
-  sigemptyset(&sa.sa_mask);
-  sigaction(SIGTERM, &sa, nullptr);
-  sigaction(SIGINT, &sa, nullptr);
-}
-
 int run_serve(const Comm& comm, const ServeOptions& opt) {
   if (opt.port < 0 || opt.port > 65535) throw Error("--port: expected 0..65535, got " + std::to_string(opt.port));
   if (opt.max_queue < 1) throw Error("--max-queue must be at least 1, got " + std::to_string(opt.max_queue));
   if (!(opt.drain_timeout >= 0)) throw Error("--drain-timeout must be >= 0 seconds");
   // Every rank ignores the first SIGTERM/SIGINT (mpirun forwards them to all ranks): rank 0 drains and
   // broadcasts "exit", which ends the others.
-  install_stop_handlers();
+  std::atomic<bool>& g_stop = cli::install_stop_handlers();
   const bool root = comm.rank() == 0;
 
   std::unique_ptr<Tokenizer> tok;

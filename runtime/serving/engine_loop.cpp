@@ -10,7 +10,7 @@
 namespace dsv4 {
 namespace {
 
-enum : int64_t { kCmdStep = 1, kCmdExit = 2 };
+enum : int64_t { kCmdStep = 1, kCmdExit = 2, kCmdExitStopped = 3 };  // ExitStopped: `stop` ended the loop
 
 // The plan on the wire: a header, then the arrays, in one fixed-size broadcast.
 // Waiting ranks poll the next plan at most this far apart: idle, 100 cheap wake-ups a second per rank;
@@ -251,7 +251,7 @@ void EngineLoop::pack(const StepPlan& plan, int64_t cmd) {
 int64_t EngineLoop::unpack(StepPlan& plan) {
   size_t at = 0;
   const auto h = get<WireHeader>(wire_, at);
-  if (h.cmd == kCmdExit) return kCmdExit;
+  if (h.cmd == kCmdExit || h.cmd == kCmdExitStopped) return h.cmd;
   DSV4_ASSERT(h.cmd == kCmdStep, "engine loop: unknown command on the wire");
   plan.ranks.assign(size_t(limits_.ranks), {});
   plan.prefill_tokens = h.prefill_tokens, plan.decode_tokens = h.decode_tokens;
@@ -362,7 +362,10 @@ void EngineLoop::follower_loop() {
     const double t0 = comm_.wtime();
     comm_.broadcast_idle(wire_.data(), int64_t(wire_.size()), 0, kIdlePollMaxUs);
     const double dt = comm_.wtime() - t0;
-    if (unpack(plan) == kCmdExit) return;
+    if (const int64_t cmd = unpack(plan); cmd != kCmdStep) {
+      stopped_ = cmd == kCmdExitStopped;
+      return;
+    }
     (plan.has_work() ? stats_.exchange_s : stats_.idle_s) += dt;
     execute(plan);
   }
@@ -477,7 +480,8 @@ void EngineLoop::root_loop(const std::atomic<bool>* stop) {
     }
     deliver();
   }
-  pack(StepPlan{}, kCmdExit);
+  stopped_ = draining;
+  pack(StepPlan{}, draining ? kCmdExitStopped : kCmdExit);
   comm_.broadcast_idle(wire_.data(), int64_t(wire_.size()), 0, kIdlePollMaxUs);
 }
 

@@ -97,6 +97,8 @@ class EngineLoop final : public GenerationBackend {
   void run(const std::atomic<bool>* stop = nullptr);
 
   const LoopStats& loop_stats() const { return stats_; }
+  // run() ended because `stop` turned true (on every rank: the exit message says so).
+  bool stopped() const { return stopped_; }
   // Rank 0: the rank that ran request id (-1 if it never started; forgotten when it ends unless
   // exit_when_idle, i.e. run and eval keep it for their reports).
   int owner(int64_t id) const;
@@ -142,6 +144,7 @@ class EngineLoop final : public GenerationBackend {
   std::unordered_map<int64_t, Pending> queued_;    // in the scheduler, not started
   std::map<int64_t, int> owner_;
   // every rank
+  bool stopped_ = false;
   std::unordered_map<int64_t, Owned> owned_;
   std::vector<uint8_t> wire_;
   std::vector<Start> starts_;

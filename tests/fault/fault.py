@@ -230,7 +230,7 @@ def sigterm_run(to_ranks=False):
     killed = re.findall(r"exited on signal (\d+)|killed by signal|terminated by signal", text)
     if killed:
         fail("ranks were killed by the signal instead of exiting cleanly "
-             "(the run loop does not handle SIGTERM yet): " + str(killed[:3]))
+             "(the engine loop must end at a step boundary on SIGTERM): " + str(killed[:3]))
 
 
 # ---- conversion interrupted: nothing under the final name; a later conversion succeeds ----------------

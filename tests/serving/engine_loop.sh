@@ -4,7 +4,8 @@
 #   tiny1   16 seeded requests on dsv4-tiny (1 rank): each alone == all 16 together (tokens, logprobs)
 #   tiny16  the same on dsv4-tiny16 (16 ranks, mpirun --oversubscribe)
 #   run     dsv4-demo1 (real vocabulary, 1 rank): `run --prompt P --seed S --temperature T` prints the
-#           same text as one backend request with that seed (same sampler stream)
+#           same text as one backend request with that seed (same sampler stream); SIGTERM mid-run
+#           exits 143 with a complete report marked interrupted
 set -euo pipefail
 mode=$1 bin=$2 src=$3 work=$4
 mkdir -p "$work"
@@ -46,6 +47,22 @@ case $mode in
       [ -s "$work/run-$t.out" ] || { echo "FAIL: no text"; exit 1; }
       echo "ok: T=$t: run == loop: $(head -c 200 "$work/run-$t.out")"
     done
+    # SIGTERM mid-generation: exit 143 at a step boundary, a complete report marked interrupted.
+    rm -f "$work/int.json"
+    "$bin/dsv4-demo1" run -w "$work/d1" --threads 1 --prompt "Hello" --temperature 0.9 --max-new-tokens 1000 \
+      --json-report "$work/int.json" >"$work/int.out" 2>"$work/int.err" &
+    pid=$!
+    for _ in $(seq 600); do [ -s "$work/int.out" ] && break; sleep 0.05; done
+    kill -TERM $pid
+    rc=0; wait $pid || rc=$?
+    [ $rc = 143 ] || { echo "FAIL: SIGTERM: exit $rc (expected 143)"; cat "$work/int.err"; exit 1; }
+    python3 - "$work/int.json" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1]))
+assert r["interrupted"] is True, r
+assert r["per_request"][0]["stop"] == "cancelled", r["per_request"]
+print(f"ok: SIGTERM: exit 143, report marked interrupted after {r['generated_tokens']} tokens")
+PY
     ;;
   *)
     echo "unknown mode $mode"
