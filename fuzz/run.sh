@@ -13,7 +13,7 @@ secs=${1:-30}
 shift || true
 build=${DSV4_FUZZ_BUILD_DIR:-$root/build-fuzz}
 jobs=${DSV4_FUZZ_JOBS:-1}
-all=(safetensors_header safetensors_index weights_header shape_config npy tokenizer chat)
+all=(safetensors_header safetensors_index weights_header shape_config npy tokenizer chat http_body)
 targets=("$@")
 [ ${#targets[@]} -gt 0 ] || targets=("${all[@]}")
 

@@ -39,6 +39,6 @@ done
 ctest --test-dir "$san" --output-on-failure \
   -R '^(dist_(convert_4|requests|fail_bad_input|fail_kill_rank)|fault_(stalled_rank|paused_rank|sigterm_eval|sigterm_ranks))$'
 unset ASAN_OPTIONS UBSAN_OPTIONS
-# Fuzz smoke: every libFuzzer target (clang, ASan + UBSan) for DSV4_FUZZ_SECONDS (default 20: 7 targets
+# Fuzz smoke: every libFuzzer target (clang, ASan + UBSan) for DSV4_FUZZ_SECONDS (default 20: 8 targets
 # x 20 s keeps the whole CI under its 30 minutes) from its seeds.
 bash fuzz/run.sh "${DSV4_FUZZ_SECONDS:-20}"

@@ -260,9 +260,9 @@ void resolve_max_tokens(std::optional<int64_t> asked, const char* name, const Pr
                               " tokens. However, your prompt has " + std::to_string(p) +
                               " tokens, which leaves no room for a completion.",
                      r.endpoint == Endpoint::Chat ? "messages" : "prompt", "context_length_exceeded");
-    if (asked && p + *asked > lim.max_context)
+    if (asked && *asked > lim.max_context - p)  // not p + asked: a client may send 2^63 - 1
       throw ApiError(400, "This model's maximum context length is " + std::to_string(lim.max_context) +
-                              " tokens. However, you requested " + std::to_string(p + *asked) + " tokens (" +
+                              " tokens. However, you requested " + std::to_string(*asked > INT64_MAX - p ? INT64_MAX : p + *asked) + " tokens (" +
                               std::to_string(p) + " in the prompt, " + std::to_string(*asked) +
                               " in the completion). Please reduce the prompt or the completion length.",
                      name, "context_length_exceeded");
@@ -294,7 +294,7 @@ json parse_json_body(const std::string& body) {
   json j;
   try {
     j = json::parse(body);
-  } catch (const json::parse_error& e) {
+  } catch (const json::exception& e) {  // parse_error, and out_of_range for a number beyond double (1e400)
     throw ApiError(400, std::string("malformed JSON body: ") + e.what());
   }
   if (!j.is_object()) throw ApiError(400, std::string("the request body must be a JSON object, got ") + j.type_name());

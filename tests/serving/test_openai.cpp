@@ -140,6 +140,10 @@ TEST(OpenAIRequest, Rejections) {
   }
   EXPECT_EQ(chat_error("{" + u + R"(,"max_tokens":5000})").code, "context_length_exceeded");
   EXPECT_EQ(chat_error("{" + u + "}", 5).code, "context_length_exceeded");  // the prompt alone is over
+  // Fuzz findings (fuzz/corpus/http_body/finding_*): max_tokens near 2^63 overflowed prompt + max_tokens;
+  // a number beyond double escaped parse_json_body as json's out_of_range (an HTTP 500).
+  EXPECT_EQ(chat_error("{" + u + R"(,"max_tokens":9223372036854775807})").code, "context_length_exceeded");
+  EXPECT_NE(chat_error("{" + u + R"(,"temperature":1e400})").message.find("malformed JSON body"), std::string::npos);
 
   EXPECT_NE(completion_error(R"({"prompt":["a","b"]})").message.find("batch of 2"), std::string::npos);
   EXPECT_EQ(completion_error(R"({"prompt":[1,-1]})").param, "prompt[1]");
