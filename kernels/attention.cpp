@@ -59,6 +59,12 @@ void sparse_attn(std::span<bf16> o, std::span<const bf16> q, std::span<const bf1
     }
     for (int b0 = 0; b0 < k; b0 += kBlock) {
       const int nb = std::min(kBlock, k - b0);
+      // A block of masked / padding keys only changes no state (its probabilities are all 0: the running
+      // max stays, alpha = exp(0) = 1, sum and acc get + 0), so skipping it is exact. Short contexts are
+      // mostly such blocks: a 32-token prompt has keys in 2 of the 10 blocks of a CSA layer's 640 indices.
+      bool any = false;
+      for (int j = 0; j < nb && !any; ++j) any = ix[b0 + j] >= 0;
+      if (!any) continue;
       // Transpose the block's key rows (bf16 -> fp32 is exact); masked / padding keys are zero rows.
       for (int j = 0; j < kBlock; ++j) {
         const int32_t id = j < nb ? ix[b0 + j] : -1;

@@ -151,12 +151,11 @@ void gemv_engine(const P& p) {
   constexpr int G = R / S;                           // sub-groups per group
   const int64_t kblocks = p.k / kBlk, groups = (p.n + R - 1) / R;
   constexpr int pf_lines = R * kBlk * P::kWeightBytes / 64;  // the next group's lines per K block
-  parallel_region([&] {
+  parallel_region(groups, [&](WorkShare& ws) {
     alignas(64) double a[M][kGemvMaxK];
     for (int mm = 0; mm < M; ++mm)
       for (int64_t kb = 0; kb < kblocks; ++kb) p.decode_a(mm, kb, a[mm] + kb * kBlk);
-#pragma omp for schedule(static) nowait
-    for (int64_t g = 0; g < groups; ++g) {
+    ws.for_each([&](int64_t g) {
       const int64_t n0 = g * R;
       int64_t rows[R];
       for (int r = 0; r < R; ++r) rows[r] = std::min<int64_t>(n0 + r, p.n - 1);  // tail: recompute
@@ -228,7 +227,7 @@ void gemv_engine(const P& p) {
       }
       for (int r = 0; r < R && n0 + r < p.n; ++r)
         for (int mm = 0; mm < M; ++mm) p.store(mm, n0 + r, acc[r / S][(r % S) * M + mm]);
-    }
+    });
   });
 }
 

@@ -125,7 +125,7 @@ template <int M>
 void fp8_gemv_avx2(const Fp8Args& a) {
   constexpr int S = M == 1 ? 4 : M == 2 ? 2 : 1, G = 4 / S;
   const int64_t groups = (a.n + 3) / 4;
-  detail::parallel_region([&] {
+  detail::parallel_region(groups, [&](detail::WorkShare& ws) {
     alignas(32) double x[M][kGemvMaxK];
     for (int mm = 0; mm < M; ++mm)
       for (int64_t c0 = 0; c0 < a.k; c0 += 32)
@@ -133,8 +133,7 @@ void fp8_gemv_avx2(const Fp8Args& a) {
           for (int q = 0; q < 4; ++q)
             x[mm][c0 + 4 * j + q] = double(e4m3_to_f32(a.xq[mm * a.k + c0 + gemv_code(j, q)])) * 0x1p500;
     const __m256i mid[2] = {detail::mid_word_ctrl32(1), detail::mid_word_ctrl32(2)};
-#pragma omp for schedule(static) nowait
-    for (int64_t g = 0; g < groups; ++g) {
+    ws.for_each([&](int64_t g) {
       const int64_t n0 = 4 * g;
       const uint8_t* wr[4];
       for (int r = 0; r < 4; ++r) wr[r] = a.w + std::min<int64_t>(n0 + r, a.n - 1) * a.k;  // tail: recompute
@@ -164,7 +163,7 @@ void fp8_gemv_avx2(const Fp8Args& a) {
         _mm_store_ps(o, acc[sg]);
         a.store_gemv_lanes(o, n0 + sg * S, S, M);
       }
-    }
+    });
   });
 }
 #endif
@@ -279,11 +278,10 @@ void fp8_gemv(const Fp8Args& a) {
   constexpr int S = M == 1 ? 8 : M == 2 ? 4 : 2, G = 8 / S;
   const ShuffleIdx& t = shuffle_idx();
   const int64_t groups = (a.n + 7) / 8;
-  detail::parallel_region([&] {
+  detail::parallel_region(groups, [&](detail::WorkShare& ws) {
     alignas(64) double x[M][kGemvMaxK];
     for (int mm = 0; mm < M; ++mm) decode_activations(x[mm], a.xq + mm * a.k, a.k, t.gemv_order, 500.0);
-#pragma omp for schedule(static) nowait
-    for (int64_t g = 0; g < groups; ++g) {
+    ws.for_each([&](int64_t g) {
       const int64_t n0 = 8 * g;
       const uint8_t* wr[8];
       for (int r = 0; r < 8; ++r) wr[r] = a.w + std::min<int64_t>(n0 + r, a.n - 1) * a.k;  // tail: recompute
@@ -310,7 +308,7 @@ void fp8_gemv(const Fp8Args& a) {
         _mm256_store_ps(o, acc[sg]);
         a.store_gemv_lanes(o, n0 + sg * S, S, M);
       }
-    }
+    });
   });
 }
 

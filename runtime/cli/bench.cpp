@@ -307,33 +307,6 @@ class Bench {
 
 // ---- report -----------------------------------------------------------------------------------------
 
-json profile_json(const std::vector<ProfileRow>& rows, size_t top) {
-  json a = json::array();
-  for (size_t i = 0; i < rows.size() && i < top; ++i)
-    a.push_back({{"name", rows[i].name}, {"seconds", rows[i].seconds}, {"share", rows[i].share}, {"ops", rows[i].ops}});
-  return a;
-}
-
-void print_profile(std::FILE* out, const char* title, const std::vector<double>& s, int64_t steps) {
-  double total = 0;
-  for (double x : s) total += x;
-  if (total <= 0) return;
-  std::fprintf(out, "\nprofile: %s (%lld profiled steps, %.3f s, mean over ranks)\n", title, (long long)steps, total);
-  std::fprintf(out, "  by layer kind:");
-  for (const auto& r : profile_by_layer_kind(s)) std::fprintf(out, "  %s %.1f%%", r.name.c_str(), 100 * r.share);
-  std::fprintf(out, "\n  %-20s %6s %10s %5s    %-28s %6s\n", "op kind", "share", "ms/step", "ops", "op", "share");
-  const auto kinds = profile_by_kind(s), ops = profile_by_op(s);
-  for (size_t i = 0; i < 12 && (i < kinds.size() || i < ops.size()); ++i) {
-    if (i < kinds.size() && kinds[i].seconds > 0)
-      std::fprintf(out, "  %-20s %5.1f%% %10.3f %5lld", kinds[i].name.c_str(), 100 * kinds[i].share,
-                   1e3 * kinds[i].seconds / double(std::max<int64_t>(steps, 1)), (long long)kinds[i].ops);
-    else
-      std::fprintf(out, "  %-20s %6s %10s %5s", "", "", "", "");
-    if (i < ops.size()) std::fprintf(out, "    %-28s %5.1f%%", ops[i].name.c_str(), 100 * ops[i].share);
-    std::fprintf(out, "\n");
-  }
-}
-
 int run_bench(const Comm& comm, const BenchOptions& o) {
   const bool root = comm.rank() == 0;
   const int P = comm.size(), threads = omp_get_max_threads();
@@ -482,15 +455,7 @@ int run_bench(const Comm& comm, const BenchOptions& o) {
     b.close(slots);
   }
   // Profiles: mean over ranks.
-  for (auto* v : {&b.prof_prefill_.seconds, &b.prof_decode_.seconds}) {
-    std::vector<double> all(size_t(P) * gen::kNumOps);
-    comm.allgather(v->data(), int64_t(gen::kNumOps * sizeof(double)), all.data());
-    for (uint32_t k = 0; k < gen::kNumOps; ++k) {
-      double s = 0;
-      for (int r = 0; r < P; ++r) s += all[size_t(r) * gen::kNumOps + k];
-      (*v)[k] = s / P;
-    }
-  }
+  for (auto* v : {&b.prof_prefill_.seconds, &b.prof_decode_.seconds}) *v = profile_mean_over_ranks(comm, *v);
   const std::string load1 = load_average();
   if (!root) return 0;
 
@@ -555,12 +520,8 @@ int run_bench(const Comm& comm, const BenchOptions& o) {
     p["estimated_overhead"] = double(gen::kNumOps) * clock_ns * 1e-9 / head_step_s;
     p["measured_overhead_decode"] = (*hd)["profile_overhead"];
     p["measured_overhead_prefill"] = hp["profile_overhead"];
-    p["decode"] = {{"by_kind", profile_json(profile_by_kind(b.prof_decode_.seconds), 64)},
-                   {"by_layer_kind", profile_json(profile_by_layer_kind(b.prof_decode_.seconds), 64)},
-                   {"top_ops", profile_json(profile_by_op(b.prof_decode_.seconds), 20)}};
-    p["prefill"] = {{"by_kind", profile_json(profile_by_kind(b.prof_prefill_.seconds), 64)},
-                    {"by_layer_kind", profile_json(profile_by_layer_kind(b.prof_prefill_.seconds), 64)},
-                    {"top_ops", profile_json(profile_by_op(b.prof_prefill_.seconds), 20)}};
+    p["decode"] = profile_json(b.prof_decode_.seconds);
+    p["prefill"] = profile_json(b.prof_prefill_.seconds);
     r["profile"] = p;
   }
 
@@ -618,7 +579,7 @@ Subcommand add_bench(CLI::App& app) {
       ->delimiter(',');
   c->add_option("--repeats", o->repeats, "timed repeats per case; medians are reported (default 3)");
   c->add_option("--warmup", o->warmup, "untimed repeats before each case (default 1)");
-  c->add_option("--threads", o->threads, "kernel threads per rank (default: cores / ranks on the node)");
+  c->add_option("--threads", o->threads, kThreadsHelp);
   c->add_flag("--profile", o->profile, "time every op (alternate repeats) and print where the time goes, with the overhead");
   return {c, [o](ProcessArgs args) {
             return on_ranks(args, o->threads, [&](const Comm& comm) { return run_bench(comm, *o); });

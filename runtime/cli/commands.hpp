@@ -37,6 +37,9 @@ Subcommand add_serve(CLI::App& app);
 Subcommand add_bench(CLI::App& app);
 Subcommand add_loop_check(CLI::App& app);  // hidden: engine loop test driver
 
+inline constexpr const char* kThreadsHelp =
+    "kernel threads per rank (default: its share of the CPUs in its affinity mask)";
+
 // Starts MPI, checks the job's rank count against the plan, sets the kernel threads and runs `body` on
 // every rank; an error on any rank ends the whole job (MPI_Abort), so no rank waits in a collective.
 int on_ranks(ProcessArgs args, int threads, const std::function<int(const Comm&)>& body);

@@ -421,7 +421,7 @@ Subcommand add_eval(CLI::App& app) {
   c->add_flag("--checksums", ev.verify_checksums, "verify weight checksums at start-up");
   c->add_option("--json-report", ev.json_report, "timing report (TTFT, tokens/s, collective share, memory) as JSON");
   c->add_option("--report-json", ev.json_report, "old name of --json-report")->group("");  // hidden alias
-  c->add_option("--threads", o->threads, "kernel threads per rank (default: cores / ranks on the node)");
+  c->add_option("--threads", o->threads, kThreadsHelp);
   return {c, [o](ProcessArgs args) {
             return on_ranks(args, o->threads, [&](const Comm& comm) {
               EvalOptions ev = o->ev;

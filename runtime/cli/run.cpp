@@ -16,6 +16,7 @@
 #include "plan/error.hpp"
 #include "runtime/cli/commands.hpp"
 #include "runtime/engine/engine.hpp"
+#include "runtime/engine/profile.hpp"
 #include "runtime/io/output_file.hpp"
 #include "runtime/serving/engine_loop.hpp"
 #include "runtime/text/chat.hpp"
@@ -226,6 +227,7 @@ int run_generate(const Comm& comm, const GenerateOptions& opt) {
                    preview(shown[0].prompt, 60).c_str());
   }
 
+  engine.executor().set_profiling(opt.profile);
   comm.barrier();
   t0 = comm.wtime();
   loop.run(&stop);
@@ -239,6 +241,8 @@ int run_generate(const Comm& comm, const GenerateOptions& opt) {
   } mine{double(peak_rss_bytes()), st.comm_s, st.exchange_s};
   std::vector<RankStats> ranks(static_cast<size_t>(P));
   comm.allgather(&mine, sizeof mine, ranks.data());
+  const std::vector<double> prof =
+      opt.profile ? profile_mean_over_ranks(comm, engine.executor().op_seconds()) : std::vector<double>{};
   if (!root) return rc;
 
   double rss_max = 0, comm_mean = 0, exchange_mean = 0, ttft_sum = 0, ttft_max = 0;
@@ -260,6 +264,7 @@ int run_generate(const Comm& comm, const GenerateOptions& opt) {
                double(generated) / std::max(loop_s, 1e-9), 100 * comm_mean / std::max(loop_s, 1e-9),
                100 * exchange_mean / std::max(loop_s, 1e-9), rss_max / 1048576.0, gen::kArenaBytes / 1048576.0);
 
+  if (opt.profile) print_profile(stderr, "every step of the run", prof, engine.executor().profiled_steps());
   if (report.is_open()) {
     nlohmann::ordered_json r;
     r["config"] = gen::kConfigName;
@@ -288,6 +293,7 @@ int run_generate(const Comm& comm, const GenerateOptions& opt) {
     r["exchange_s_mean"] = exchange_mean;
     r["peak_rss_bytes_max"] = int64_t(rss_max);
     r["arena_bytes"] = gen::kArenaBytes;
+    if (opt.profile) r["profile"] = profile_json(prof);
     auto& reqs = r["per_request"] = nlohmann::ordered_json::array();
     for (int64_t i = 0; i < N; ++i) {
       const Shown& s = shown[size_t(i)];
@@ -331,7 +337,8 @@ Subcommand add_run(CLI::App& app) {
   c->add_option("--json-report", g.json_report, "timing report and per-request outputs as JSON");
   c->add_option("--tokenizer", g.tokenizer, "tokenizer.json or its folder (default: <weights>/tokenizer.json, else data/tokenizer)");
   c->add_flag("--checksums", g.verify_checksums, "verify weight checksums at start-up");
-  c->add_option("--threads", o->threads, "kernel threads per rank (default: cores / ranks on the node)");
+  c->add_flag("--profile", g.profile, "time every op: a table by op kind, layer kind and op on stderr (and in the JSON report)");
+  c->add_option("--threads", o->threads, kThreadsHelp);
   return {c, [o](ProcessArgs args) {
             return on_ranks(args, o->threads, [&](const Comm& comm) { return run_generate(comm, o->gen); });
           }};

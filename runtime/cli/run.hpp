@@ -26,6 +26,7 @@ struct GenerateOptions {
   std::string tokenizer;             // tokenizer.json or a folder holding it (default: see resolve_tokenizer_path)
   std::string json_report;           // timing report as JSON
   bool verify_checksums = false;
+  bool profile = false;              // per-op timing of every step: a table on stderr and "profile" in the report
 };
 
 // --tokenizer if given (a file, or a folder with tokenizer.json); else <weights>/tokenizer.json when the

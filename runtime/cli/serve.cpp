@@ -14,6 +14,7 @@
 #include "runtime/cli/commands.hpp"
 #include "runtime/cli/run.hpp"
 #include "runtime/engine/engine.hpp"
+#include "runtime/engine/profile.hpp"
 #include "runtime/serving/engine_loop.hpp"
 #include "runtime/serving/http_server.hpp"
 #include "runtime/text/tokenizer.hpp"
@@ -30,6 +31,7 @@ struct ServeOptions {
   double drain_timeout = 30;    // seconds running requests may take after SIGTERM
   std::string tokenizer;
   bool verify_checksums = false;
+  bool profile = false;  // per-op timing of every step, printed at shutdown
 };
 
 // The engine loop once it exists: rank 0's HTTP front end starts before the weights load (and refuses
@@ -123,10 +125,14 @@ int run_serve(const Comm& comm, const ServeOptions& opt) {
   ready.store(true);
   if (root) std::fprintf(stderr, "serve: ready\n");
 
+  engine->executor().set_profiling(opt.profile);
   loop->run(&g_stop);
+  const std::vector<double> prof =
+      opt.profile ? profile_mean_over_ranks(comm, engine->executor().op_seconds()) : std::vector<double>{};
   if (root) {
     http.join();
     std::fprintf(stderr, "serve: stopped (%lld steps)\n", (long long)loop->loop_stats().steps);
+    if (opt.profile) print_profile(stderr, "every step served", prof, engine->executor().profiled_steps());
   }
   return http_rc;
 }
@@ -152,7 +158,8 @@ Subcommand add_serve(CLI::App& app) {
   c->add_option("--drain-timeout", s.drain_timeout, "seconds running requests may take after SIGTERM (default 30)");
   c->add_option("--tokenizer", s.tokenizer, "tokenizer.json or its folder (default: <weights>/tokenizer.json, else data/tokenizer)");
   c->add_flag("--checksums", s.verify_checksums, "verify weight checksums at start-up");
-  c->add_option("--threads", o->threads, "kernel threads per rank (default: cores / ranks on the node)");
+  c->add_flag("--profile", s.profile, "time every op; the table (by op kind, layer kind and op) is printed at shutdown");
+  c->add_option("--threads", o->threads, kThreadsHelp);
   return {c, [o](ProcessArgs args) {
             return on_ranks(args, o->threads, [&](const Comm& comm) { return run_serve(comm, o->s); });
           }};

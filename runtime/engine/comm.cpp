@@ -50,6 +50,19 @@ struct Comm::Requests {
   std::vector<int> counts[4];     // MPI_Alltoallv's int counts and displacements (no-watchdog path)
 };
 
+namespace {
+
+// The CPUs this process may run on (its affinity mask: mpirun's binding, taskset, cgroup CPU sets).
+cpu_set_t affinity_mask() {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  if (::sched_getaffinity(0, sizeof set, &set) != 0 || CPU_COUNT(&set) == 0)
+    for (int c = 0; c < std::max(1, omp_get_num_procs()) && c < CPU_SETSIZE; ++c) CPU_SET(c, &set);
+  return set;
+}
+
+}  // namespace
+
 Comm::Comm(int* argc, char*** argv) : req_(std::make_unique<Requests>()) {
   int provided = 0;
   MPI_Init_thread(argc, argv, MPI_THREAD_FUNNELED, &provided);
@@ -59,7 +72,19 @@ Comm::Comm(int* argc, char*** argv) : req_(std::make_unique<Requests>()) {
   MPI_Comm local;
   MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, rank_, MPI_INFO_NULL, &local);
   MPI_Comm_size(local, &local_size_);
+  // The ranks of this node whose CPU sets overlap this rank's share its CPUs (all of them when mpirun
+  // does not bind, none when it binds each rank to its own cores).
+  cpu_set_t mine = affinity_mask();
+  std::vector<cpu_set_t> masks(static_cast<size_t>(local_size_));
+  MPI_Allgather(&mine, int(sizeof mine), MPI_BYTE, masks.data(), int(sizeof mine), MPI_BYTE, local);
   MPI_Comm_free(&local);
+  cpus_ = std::max(1, CPU_COUNT(&mine)), cpu_sharers_ = 0;
+  for (cpu_set_t& m : masks) {
+    cpu_set_t both;
+    CPU_AND(&both, &m, &mine);
+    cpu_sharers_ += CPU_COUNT(&both) > 0;
+  }
+  cpu_sharers_ = std::max(1, cpu_sharers_);
   MPI_Comm_dup(MPI_COMM_WORLD, &req_->comm);
   const size_t n = 2 * size_t(size_);
   req_->req.reserve(n), req_->peer.reserve(n), req_->done_idx.resize(n), req_->replies.resize(size_t(size_));
@@ -70,28 +95,25 @@ Comm::Comm(int* argc, char*** argv) : req_(std::make_unique<Requests>()) {
     abort(std::string("DSV4_COLLECTIVE_TIMEOUT: expected seconds >= 0 (0: no limit), got '") + env + "'");
 }
 
-namespace {
-
-// The CPUs this process may run on (its affinity mask; cgroup CPU sets shrink it), at least 1.
-int usable_cpus() {
-  cpu_set_t set;
-  CPU_ZERO(&set);
-  if (::sched_getaffinity(0, sizeof set, &set) == 0 && CPU_COUNT(&set) > 0) return CPU_COUNT(&set);
-  return std::max(1, omp_get_num_procs());
-}
-
-}  // namespace
-
 int Comm::configure_threads(int requested) const {
   // libgomp crashes creating tens of thousands of threads; more than a few per usable CPU only adds
   // switching. The bound is 4x the CPUs of the affinity mask.
-  const int cpus = usable_cpus(), limit = 4 * cpus;
+  const int limit = 4 * cpus_;
   if (requested > limit)
     throw Error("--threads " + std::to_string(requested) + ": at most " + std::to_string(limit) +
-                " (4 x the " + std::to_string(cpus) + " CPUs this process may run on)");
+                " (4 x the " + std::to_string(cpus_) + " CPUs this process may run on)");
   if (requested < 0) throw Error("--threads " + std::to_string(requested) + ": must be >= 0 (0: automatic)");
-  const int n = requested > 0 ? requested : std::max(1, omp_get_num_procs() / local_size_);
+  const int share = std::max(1, cpus_ / cpu_sharers_);  // this rank's fair share of the CPUs it may use
+  const int n = requested > 0 ? requested : share;
   omp_set_num_threads(n);
+  if (rank_ == 0)
+    std::fprintf(stderr, "dsv4: %d kernel thread(s) per rank (rank 0 may run on %d CPU(s), shared by %d rank(s) of this node)\n",
+                 n, cpus_, cpu_sharers_);
+  if (n > share)
+    std::fprintf(stderr, "dsv4: warning: rank %d runs %d threads on a share of %d CPU(s) (%d CPU(s) in its affinity mask, %d rank(s) "
+                 "on them): they will take turns on the same CPU(s). mpirun binds each rank to one core when it starts 1-2 ranks; "
+                 "give it cores with `--map-by slot:PE=%d` (or `--bind-to none`)\n",
+                 rank_, n, share, cpus_, cpu_sharers_, n);
   return n;
 }
 

@@ -30,8 +30,10 @@ class Comm {
   int rank() const { return rank_; }
   int local_size() const { return local_size_; }  // ranks sharing this node
 
-  // Kernel threads of this rank: `requested` if > 0, else the node's cores shared evenly among its
-  // ranks (at least 1), so 16 ranks on 2 cores do not oversubscribe with OpenMP threads.
+  // Kernel threads of this rank: `requested` if > 0, else its share of the CPUs in its affinity mask
+  // (the mask's CPUs divided among the node's ranks whose masks overlap it; at least 1), so 16 unbound
+  // ranks on 2 cores run 1 thread each and a rank bound to 4 cores runs 4. Rank 0 says what it chose;
+  // a rank with more threads than its share warns (with the mpirun binding that fixes it).
   int configure_threads(int requested) const;
   int size() const { return size_; }
 
@@ -60,6 +62,7 @@ class Comm {
   [[noreturn]] void timed_out(const char* what) const;
 
   int rank_ = 0, size_ = 1, local_size_ = 1;
+  int cpus_ = 1, cpu_sharers_ = 1;  // CPUs in this rank's affinity mask; local ranks whose masks overlap it
   double timeout_s_ = 300;
   mutable uint64_t seq_ = 0;  // collectives entered so far (the same sequence on every rank)
   std::unique_ptr<Requests> req_;

@@ -142,4 +142,50 @@ std::vector<ProfileRow> profile_by_op(std::span<const double> s) {
   return group(s, [](const plan::Op& op) { return std::string(op.label); });
 }
 
+namespace {
+nlohmann::ordered_json rows_json(const std::vector<ProfileRow>& rows, size_t top) {
+  auto a = nlohmann::ordered_json::array();
+  for (size_t i = 0; i < rows.size() && i < top; ++i)
+    a.push_back({{"name", rows[i].name}, {"seconds", rows[i].seconds}, {"share", rows[i].share}, {"ops", rows[i].ops}});
+  return a;
+}
+}  // namespace
+
+std::vector<double> profile_mean_over_ranks(const Comm& comm, std::span<const double> s) {
+  const int P = comm.size();
+  std::vector<double> all(size_t(P) * s.size()), mean(s.size(), 0.0);
+  comm.allgather(s.data(), int64_t(s.size() * sizeof(double)), all.data());
+  for (size_t k = 0; k < s.size(); ++k) {
+    for (int r = 0; r < P; ++r) mean[k] += all[size_t(r) * s.size() + k];
+    mean[k] /= P;
+  }
+  return mean;
+}
+
+void print_profile(std::FILE* out, const char* title, std::span<const double> s, int64_t steps) {
+  double total = 0;
+  for (double x : s) total += x;
+  if (total <= 0) return;
+  std::fprintf(out, "\nprofile: %s (%lld profiled steps, %.3f s, mean over ranks)\n", title, (long long)steps, total);
+  std::fprintf(out, "  by layer kind:");
+  for (const auto& r : profile_by_layer_kind(s)) std::fprintf(out, "  %s %.1f%%", r.name.c_str(), 100 * r.share);
+  std::fprintf(out, "\n  %-20s %6s %10s %5s    %-28s %6s\n", "op kind", "share", "ms/step", "ops", "op", "share");
+  const auto kinds = profile_by_kind(s), ops = profile_by_op(s);
+  for (size_t i = 0; i < 12 && (i < kinds.size() || i < ops.size()); ++i) {
+    if (i < kinds.size() && kinds[i].seconds > 0)
+      std::fprintf(out, "  %-20s %5.1f%% %10.3f %5lld", kinds[i].name.c_str(), 100 * kinds[i].share,
+                   1e3 * kinds[i].seconds / double(std::max<int64_t>(steps, 1)), (long long)kinds[i].ops);
+    else
+      std::fprintf(out, "  %-20s %6s %10s %5s", "", "", "", "");
+    if (i < ops.size()) std::fprintf(out, "    %-28s %5.1f%%", ops[i].name.c_str(), 100 * ops[i].share);
+    std::fprintf(out, "\n");
+  }
+}
+
+nlohmann::ordered_json profile_json(std::span<const double> s) {
+  return {{"by_kind", rows_json(profile_by_kind(s), 64)},
+          {"by_layer_kind", rows_json(profile_by_layer_kind(s), 64)},
+          {"top_ops", rows_json(profile_by_op(s), 20)}};
+}
+
 }  // namespace dsv4

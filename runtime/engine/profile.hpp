@@ -3,12 +3,15 @@
 // by layer kind and by op. Used by `dsv4 bench`; `run` / `serve` can print the same tables.
 #pragma once
 #include <cstdint>
+#include <cstdio>
+#include <nlohmann/json.hpp>
 #include <span>
 #include <string>
 #include <utility>
 #include <vector>
 
 #include "plan/ir.hpp"
+#include "runtime/engine/comm.hpp"
 
 namespace dsv4 {
 
@@ -61,5 +64,12 @@ struct ProfileRow {
 std::vector<ProfileRow> profile_by_kind(std::span<const double> op_seconds);
 std::vector<ProfileRow> profile_by_layer_kind(std::span<const double> op_seconds);
 std::vector<ProfileRow> profile_by_op(std::span<const double> op_seconds);
+
+// What `--profile` reports (bench, run, serve). Every rank calls profile_mean_over_ranks (an allgather).
+std::vector<double> profile_mean_over_ranks(const Comm& comm, std::span<const double> op_seconds);
+// The table for people: shares by layer kind, then op kinds and ops, largest first.
+void print_profile(std::FILE* out, const char* title, std::span<const double> op_seconds, int64_t steps);
+// {"by_kind": [...], "by_layer_kind": [...], "top_ops": [... 20]}, each row {name, seconds, share, ops}.
+nlohmann::ordered_json profile_json(std::span<const double> op_seconds);
 
 }  // namespace dsv4

@@ -312,7 +312,7 @@ TEST(Linear, CalledFromInsideAParallelRegion) {
 }
 
 // By construction the kernels use only stack scratch; this checks that nothing reaches operator new
-// (OpenMP's thread pool is created by a first call before counting starts).
+// (the kernels' worker pool is created by a first call before counting starts).
 TEST(Linear, NoAllocation) {
   std::mt19937 rng(17);
   const int64_t m = 40, n = 64, k = 256;

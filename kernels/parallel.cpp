@@ -1,0 +1,132 @@
+// The kernels' worker pool (see parallel.hpp for why it is not OpenMP's).
+//
+// One region at a time. `state_` packs the region's epoch (32 bits), a closed flag, the number of
+// workers it admits and the number that joined and have not finished. A worker joins with one CAS that
+// fails if the epoch moved on, the region closed or it is full; the caller closes the region once its
+// own for_each returns (every chunk claimed) and then waits only for the workers that joined.
+// Workers spin briefly between regions (a decode step opens them microseconds apart), then sleep on a
+// futex (std::atomic::wait).
+#include "kernels/parallel.hpp"
+
+#include <chrono>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
+
+namespace dsv4::kernels::detail {
+namespace {
+
+inline void cpu_relax() {
+#if defined(__x86_64__)
+  _mm_pause();
+#endif
+}
+
+thread_local bool t_in_region = false;
+
+class Pool {
+ public:
+  ~Pool() {
+    quit_.store(true);
+    epoch_.fetch_add(1, std::memory_order_release);
+    epoch_.notify_all();
+    for (auto& t : workers_) t.join();
+  }
+
+  void run(const Region& r, int threads) {
+    if (busy_.exchange(true, std::memory_order_acquire)) {  // another caller's region: run this one inline
+      t_in_region = true;
+      r.run(r.ctx, *r.ws);
+      t_in_region = false;
+      return;
+    }
+    const int helpers = std::min(threads - 1, int(kActive));
+    grow(helpers);
+    region_ = &r;
+    const uint32_t e = epoch_.load(std::memory_order_relaxed) + 1;
+    state_.store(uint64_t(e) << 32 | uint64_t(helpers) << kCapShift, std::memory_order_release);
+    epoch_.store(e, std::memory_order_release);
+    epoch_.notify_all();
+    t_in_region = true;
+    r.run(r.ctx, *r.ws);
+    t_in_region = false;
+    // Every index is claimed: admit no one else, then wait for the joined workers' last chunks.
+    uint64_t s = state_.fetch_or(kClosed, std::memory_order_acq_rel) | kClosed;
+    for (int spins = 0; (s & kActive) != 0; ++spins) {
+      if (spins < 4096) cpu_relax();
+      else std::this_thread::yield();  // the worker may need this core to finish
+      s = state_.load(std::memory_order_acquire);
+    }
+    busy_.store(false, std::memory_order_release);
+  }
+
+ private:
+  static constexpr uint64_t kClosed = uint64_t(1) << 31;
+  static constexpr int kCapShift = 16;
+  static constexpr uint64_t kActive = 0xffff, kCap = uint64_t(0x7fff) << kCapShift;
+
+  void grow(int n) {
+    if (int(started_.load(std::memory_order_acquire)) >= n) return;
+    std::lock_guard lk(m_);
+    while (int(workers_.size()) < n) workers_.emplace_back([this] { work(); });
+    started_.store(int(workers_.size()), std::memory_order_release);
+  }
+
+  void work() {
+    using clock = std::chrono::steady_clock;
+    uint32_t seen = epoch_.load(std::memory_order_acquire);
+    for (;;) {
+      // Wait for the next region: spin for up to 200 us, then sleep.
+      const auto t0 = clock::now();
+      for (int i = 0; epoch_.load(std::memory_order_acquire) == seen; ++i) {
+        cpu_relax();
+        if ((i & 255) == 255 && clock::now() - t0 > std::chrono::microseconds(200)) {
+          epoch_.wait(seen, std::memory_order_acquire);
+          break;
+        }
+      }
+      seen = epoch_.load(std::memory_order_acquire);
+      if (quit_.load(std::memory_order_acquire)) return;
+      if (!join(seen)) continue;
+      const Region& r = *region_;
+      if (!r.ws->exhausted()) {
+        t_in_region = true;
+        r.run(r.ctx, *r.ws);
+        t_in_region = false;
+      }
+      state_.fetch_sub(1, std::memory_order_acq_rel);
+    }
+  }
+
+  bool join(uint32_t epoch) {
+    uint64_t s = state_.load(std::memory_order_acquire);
+    for (;;) {
+      if (uint32_t(s >> 32) != epoch || (s & kClosed) || (s & kActive) >= (s & kCap) >> kCapShift) return false;
+      if (state_.compare_exchange_weak(s, s + 1, std::memory_order_acq_rel, std::memory_order_acquire)) return true;
+    }
+  }
+
+  std::atomic<uint64_t> state_{0};
+  std::atomic<uint32_t> epoch_{0};
+  std::atomic<bool> busy_{false}, quit_{false};
+  std::atomic<int> started_{0};
+  const Region* region_ = nullptr;
+  std::mutex m_;
+  std::vector<std::thread> workers_;
+};
+
+Pool& pool() {
+  static Pool p;
+  return p;
+}
+
+}  // namespace
+
+void run_in_pool(const Region& r, int threads) { pool().run(r, threads); }
+bool in_region() { return t_in_region; }
+
+}  // namespace dsv4::kernels::detail
