@@ -5,11 +5,13 @@
 // fails if the epoch moved on, the region closed or it is full; the caller closes the region once its
 // own for_each returns (every chunk claimed) and then waits only for the workers that joined.
 // Workers spin briefly between regions (a decode step opens them microseconds apart), then sleep on a
-// futex (std::atomic::wait).
+// futex (std::atomic::wait); workers beyond the current thread count sleep at once. Region bodies must
+// not throw (the kernels do not).
 #include "kernels/parallel.hpp"
 
 #include <chrono>
 #include <mutex>
+#include <system_error>
 #include <thread>
 #include <vector>
 
@@ -44,8 +46,7 @@ class Pool {
       t_in_region = false;
       return;
     }
-    const int helpers = std::min(threads - 1, int(kActive));
-    grow(helpers);
+    const int helpers = grow(std::min(threads - 1, int(kCap >> kCapShift)));
     region_ = &r;
     const uint32_t e = epoch_.load(std::memory_order_relaxed) + 1;
     state_.store(uint64_t(e) << 32 | uint64_t(helpers) << kCapShift, std::memory_order_release);
@@ -69,29 +70,42 @@ class Pool {
   static constexpr int kCapShift = 16;
   static constexpr uint64_t kActive = 0xffff, kCap = uint64_t(0x7fff) << kCapShift;
 
-  void grow(int n) {
-    if (int(started_.load(std::memory_order_acquire)) >= n) return;
+  // Starts workers up to n; returns how many there are (fewer if the system refuses a thread: the
+  // regions then use those, and the caller does the rest).
+  int grow(int n) {
+    const int have = started_.load(std::memory_order_acquire);
+    if (have >= n) return n;
     std::lock_guard lk(m_);
-    while (int(workers_.size()) < n) workers_.emplace_back([this] { work(); });
+    try {
+      while (int(workers_.size()) < n) {
+        const int index = int(workers_.size());
+        workers_.emplace_back([this, index] { work(index); });
+      }
+    } catch (const std::system_error&) {
+    }
     started_.store(int(workers_.size()), std::memory_order_release);
+    return std::min(n, int(workers_.size()));
   }
 
-  void work() {
+  void work(int index) {
     using clock = std::chrono::steady_clock;
     uint32_t seen = epoch_.load(std::memory_order_acquire);
+    bool used = false;  // the last region admitted this worker (index < its cap): spin for the next one
     for (;;) {
-      // Wait for the next region: spin for up to 200 us, then sleep.
+      // Wait for the next region: spin for up to 200 us if regions use this worker, else sleep.
       const auto t0 = clock::now();
       for (int i = 0; epoch_.load(std::memory_order_acquire) == seen; ++i) {
         cpu_relax();
-        if ((i & 255) == 255 && clock::now() - t0 > std::chrono::microseconds(200)) {
+        if (!used || ((i & 255) == 255 && clock::now() - t0 > std::chrono::microseconds(200))) {
           epoch_.wait(seen, std::memory_order_acquire);
           break;
         }
       }
       seen = epoch_.load(std::memory_order_acquire);
       if (quit_.load(std::memory_order_acquire)) return;
-      if (!join(seen)) continue;
+      const uint64_t s = state_.load(std::memory_order_acquire);
+      used = uint32_t(s >> 32) == seen && uint64_t(index) < (s & kCap) >> kCapShift;
+      if (!used || !join(seen)) continue;
       const Region& r = *region_;
       if (!r.ws->exhausted()) {
         t_in_region = true;

@@ -5,8 +5,8 @@
 // (a loaded machine, 16 ranks on 2 cores), a descheduled thread stalls every region for a scheduler time
 // slice, and a flash-slice decode step opens ~150 regions: 2 threads ran 3-5x slower than 1 under load.
 // Here a region's indices are claimed in chunks from one counter: the caller starts at once, a worker
-// helps only if it arrives while chunks are left, and the caller waits only for chunks already claimed.
-// A worker that is not running costs nothing. With 1 thread (the default of 16 ranks on 2 cores) the
+// helps only if it arrives while chunks are left, and the caller waits only for the workers that joined
+// (their per-thread setup and the chunks they claimed). A worker that is not running costs nothing. With 1 thread (the default of 16 ranks on 2 cores) the
 // body runs inline; a region inside a region (or from a caller's own OpenMP team) runs inline too.
 //
 // Results never depend on the thread count or on which thread runs an index: each output element has

@@ -45,8 +45,9 @@ inline constexpr const char* kThreadsHelp =
 int on_ranks(ProcessArgs args, int threads, const std::function<int(const Comm&)>& body);
 
 // SIGTERM / SIGINT (a service manager, a batch system, mpirun forwarding Ctrl-C) set the returned flag
-// instead of killing the rank. The commands that call this (run, eval, serve) pass it to the engine
-// loop, which ends at a step boundary on every rank; run and eval then exit with kStoppedExit.
+// instead of killing the rank; a second one kills it. The commands that call this (run, eval, serve)
+// pass it to the engine loop, which ends at a step boundary on every rank (a follower's flag reaches
+// rank 0 with its next step's records); run and eval then exit with kStoppedExit.
 std::atomic<bool>& install_stop_handlers();
 inline constexpr int kStoppedExit = 143;  // 128 + SIGTERM, as shells report a process the signal ended
 

@@ -314,7 +314,8 @@ int run_eval(const Comm& comm, const EvalOptions& opt) {
       const int64_t id = loop.submit_local(std::move(g), int64_t(i), reqs[i].owner, [&, i](const TokenEvent& ev) {
         if (ev.token >= 0 && t_prefilled[i] == 0) t_prefilled[i] = comm.wtime() - t0;
         if (ev.finish != FinishReason::None) t_done[i] = comm.wtime() - t0;
-        if (ev.finish != FinishReason::None && ev.finish != FinishReason::Length && !stop.load())
+        // Cancelled: the loop stopped (SIGTERM to any rank); eval cancels nothing itself.
+        if (ev.finish != FinishReason::None && ev.finish != FinishReason::Length && ev.finish != FinishReason::Cancelled)
           throw Error("request " + std::to_string(i) + " ended early: " + finish_reason_name(ev.finish));
       }, why);
       if (id < 0) throw Error("request " + std::to_string(i) + " (" + opt.requests[i].input_ids + "): " + why);

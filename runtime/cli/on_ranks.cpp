@@ -12,13 +12,23 @@
 namespace dsv4::cli {
 namespace {
 std::atomic<bool> g_stop{false};
-extern "C" void on_stop_signal(int) { g_stop.store(true); }  // lock-free atomic store: async-signal-safe
+static_assert(std::atomic<bool>::is_always_lock_free, "the handler's store must be async-signal-safe");
+// The first signal asks for a stop at the next step boundary; a second one (the user insists, or the
+// first came while loading weights) ends the process the default way. signal() and raise() are
+// async-signal-safe.
+extern "C" void on_stop_signal(int sig) {
+  if (g_stop.exchange(true)) {
+    std::signal(sig, SIG_DFL);
+    std::raise(sig);
+  }
+}
 }  // namespace
 
 std::atomic<bool>& install_stop_handlers() {
   struct sigaction sa{};
   sa.sa_handler = on_stop_signal;
   sigemptyset(&sa.sa_mask);
+  sa.sa_flags = SA_RESTART;  // file and socket calls of other threads are not cut short by EINTR
   sigaction(SIGTERM, &sa, nullptr);
   sigaction(SIGINT, &sa, nullptr);
   return g_stop;

@@ -60,8 +60,8 @@ int run_serve(const Comm& comm, const ServeOptions& opt) {
   if (opt.port < 0 || opt.port > 65535) throw Error("--port: expected 0..65535, got " + std::to_string(opt.port));
   if (opt.max_queue < 1) throw Error("--max-queue must be at least 1, got " + std::to_string(opt.max_queue));
   if (!(opt.drain_timeout >= 0)) throw Error("--drain-timeout must be >= 0 seconds");
-  // Every rank ignores the first SIGTERM/SIGINT (mpirun forwards them to all ranks): rank 0 drains and
-  // broadcasts "exit", which ends the others.
+  // The first SIGTERM/SIGINT to any rank (mpirun forwards them to all) starts the drain; rank 0
+  // broadcasts "exit" when it is done, which ends the others. A second one ends the process at once.
   std::atomic<bool>& g_stop = cli::install_stop_handlers();
   const bool root = comm.rank() == 0;
 
@@ -130,6 +130,7 @@ int run_serve(const Comm& comm, const ServeOptions& opt) {
   const std::vector<double> prof =
       opt.profile ? profile_mean_over_ranks(comm, engine->executor().op_seconds()) : std::vector<double>{};
   if (root) {
+    g_stop.store(true);  // the loop may have stopped for another rank's signal: end the front end too
     http.join();
     std::fprintf(stderr, "serve: stopped (%lld steps)\n", (long long)loop->loop_stats().steps);
     if (opt.profile) print_profile(stderr, "every step served", prof, engine->executor().profiled_steps());

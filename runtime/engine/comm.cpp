@@ -96,8 +96,8 @@ Comm::Comm(int* argc, char*** argv) : req_(std::make_unique<Requests>()) {
 }
 
 int Comm::configure_threads(int requested) const {
-  // libgomp crashes creating tens of thousands of threads; more than a few per usable CPU only adds
-  // switching. The bound is 4x the CPUs of the affinity mask.
+  // More than a few threads per usable CPU only adds switching (and tens of thousands crashed thread
+  // creation). The bound is 4x the CPUs of the affinity mask.
   const int limit = 4 * cpus_;
   if (requested > limit)
     throw Error("--threads " + std::to_string(requested) + ": at most " + std::to_string(limit) +
@@ -107,7 +107,7 @@ int Comm::configure_threads(int requested) const {
   const int n = requested > 0 ? requested : share;
   omp_set_num_threads(n);
   if (rank_ == 0)
-    std::fprintf(stderr, "dsv4: %d kernel thread(s) per rank (rank 0 may run on %d CPU(s), shared by %d rank(s) of this node)\n",
+    std::fprintf(stderr, "dsv4: rank 0 runs %d kernel thread(s) (it may run on %d CPU(s), shared by %d rank(s) of this node)\n",
                  n, cpus_, cpu_sharers_);
   if (n > share)
     std::fprintf(stderr, "dsv4: warning: rank %d runs %d threads on a share of %d CPU(s) (%d CPU(s) in its affinity mask, %d rank(s) "

@@ -11,6 +11,8 @@ namespace dsv4 {
 namespace {
 
 enum : int64_t { kCmdStep = 1, kCmdExit = 2, kCmdExitStopped = 3 };  // ExitStopped: `stop` ended the loop
+// Each rank's token records after a step: {rows, stop flag}, then the records.
+constexpr size_t kRecordsHeader = 2 * sizeof(int64_t);
 
 // The plan on the wire: a header, then the arrays, in one fixed-size broadcast.
 // Waiting ranks poll the next plan at most this far apart: idle, 100 cheap wake-ups a second per rank;
@@ -127,7 +129,7 @@ EngineLoop::EngineLoop(const Comm& comm, Engine& engine, const SchedulerLimits& 
   wire_.resize(sizeof(WireHeader) + size_t(P) * sizeof(WireCounts) +
                size_t(P * R) * (sizeof(WireSlot) + sizeof(WireStart) + sizeof(WireItem)) +
                size_t(P * T) * sizeof(int32_t));
-  records_.resize(sizeof(int64_t) + size_t(R) * sizeof(WireRecord));
+  records_.resize(kRecordsHeader + size_t(R) * sizeof(WireRecord));
   all_records_.resize(records_.size() * size_t(P));
   {
     std::lock_guard lk(shared_->m);
@@ -313,8 +315,9 @@ void EngineLoop::execute(StepPlan& plan) {
   stats_.comm_s += engine_.executor().last_comm_seconds();
 
   std::memset(records_.data(), 0, records_.size());
-  const int64_t n = int64_t(rows_.size());
-  std::memcpy(records_.data(), &n, sizeof n);
+  const int64_t header[2] = {int64_t(rows_.size()), stop_ && stop_->load() ? 1 : 0};  // rows, this rank was signalled
+  const int64_t n = header[0];
+  std::memcpy(records_.data(), header, sizeof header);
   for (int64_t j = 0; j < n; ++j) {
     const int64_t id = rows_[size_t(j)];
     Owned& o = owned_.at(id);
@@ -334,7 +337,7 @@ void EngineLoop::execute(StepPlan& plan) {
       rec.n_top = int32_t(s.top.size());
       std::copy(s.top.begin(), s.top.end(), rec.top);
     }
-    std::memcpy(records_.data() + sizeof(int64_t) + size_t(j) * sizeof(WireRecord), &rec, sizeof rec);
+    std::memcpy(records_.data() + kRecordsHeader + size_t(j) * sizeof(WireRecord), &rec, sizeof rec);
   }
   const double tx = comm_.wtime();
   comm_.allgather(records_.data(), int64_t(records_.size()), all_records_.data());
@@ -352,6 +355,7 @@ void EngineLoop::execute(StepPlan& plan) {
 }
 
 void EngineLoop::run(const std::atomic<bool>* stop) {
+  stop_ = stop;
   if (comm_.rank() == 0) root_loop(stop);
   else follower_loop();
 }
@@ -422,7 +426,7 @@ void EngineLoop::root_loop(const std::atomic<bool>* stop) {
       queued_.emplace(id, std::move(p));
     }
     for (int64_t id : cancels) sched_->cancel(id);
-    if (stop && stop->load() && !draining) {
+    if (((stop && stop->load()) || peer_stop_) && !draining) {
       draining = true;
       deadline = comm_.wtime() + opt_.drain_timeout_s;
       std::lock_guard lk(sh.m);
@@ -464,11 +468,13 @@ void EngineLoop::root_loop(const std::atomic<bool>* stop) {
     if (!plan.has_work()) continue;
     for (int k = 0; k < limits_.ranks; ++k) {
       const uint8_t* base = all_records_.data() + size_t(k) * records_.size();
-      int64_t n = 0;
-      std::memcpy(&n, base, sizeof n);
+      int64_t header[2] = {};
+      std::memcpy(header, base, sizeof header);
+      const int64_t n = header[0];
+      if (header[1] != 0) peer_stop_ = true;  // SIGTERM reached that rank: the job stops as if rank 0 got it
       for (int64_t j = 0; j < n; ++j) {
         WireRecord rec;
-        std::memcpy(&rec, base + sizeof(int64_t) + size_t(j) * sizeof(WireRecord), sizeof rec);
+        std::memcpy(&rec, base + kRecordsHeader + size_t(j) * sizeof(WireRecord), sizeof rec);
         const FinishReason why = sched_->on_token(rec.id, rec.token);
         TokenEvent ev;
         ev.token = rec.token;

@@ -9,6 +9,7 @@
 //
 // Shutdown: when `stop` turns true rank 0 refuses new requests (Draining), lets the running ones end
 // up to the drain timeout, cancels the rest, then broadcasts "exit" and run() returns on every rank.
+// Another rank's `stop` reaches rank 0 with that rank's token records of the next step with work.
 // run()/eval set exit_when_idle: the loop ends once every submitted request has ended.
 #pragma once
 #include <atomic>
@@ -145,6 +146,8 @@ class EngineLoop final : public GenerationBackend {
   std::map<int64_t, int> owner_;
   // every rank
   bool stopped_ = false;
+  const std::atomic<bool>* stop_ = nullptr;  // run()'s flag: a signalled follower tells rank 0 in its records
+  bool peer_stop_ = false;                   // rank 0: some rank's records carried its stop flag
   std::unordered_map<int64_t, Owned> owned_;
   std::vector<uint8_t> wire_;
   std::vector<Start> starts_;

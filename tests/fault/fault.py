@@ -195,25 +195,31 @@ def pause():
 
 # ---- SIGTERM during `eval`: every rank ends, no half-written output ------------------------------------
 # to_ranks False: to mpirun (an interactive Ctrl-C / kill of the launcher; mpirun forwards it);
-# True: to every rank at once (a service manager or batch system stopping the job's processes).
+# True: to every rank at once (a service manager or batch system stopping the job's processes);
+# "one": to rank 2 alone (its stop flag reaches rank 0 with its next step's token records).
 def sigterm_run(to_ranks=False):
     job, out = long_eval("sigterm")
     ranks = find_ranks(job, 4)
     wait_for(f"{out}/steps/step-00003-rank-00000.npy", job)
     t0 = time.time()
-    if to_ranks:
+    if to_ranks == "one":
+        os.kill(ranks[2], signal.SIGTERM)
+    elif to_ranks:
         for p in ranks.values():
             os.kill(p, signal.SIGTERM)
     else:
         job.send_signal(signal.SIGTERM)
     rc = finish(job, 60, "sigterm")
     dt = time.time() - t0
-    print(f"SIGTERM to {'every rank' if to_ranks else 'mpirun'} mid-decode: exit {rc} after {dt:.1f} s")
+    who = {"one": "rank 2 alone", True: "every rank", False: "mpirun"}[to_ranks]
+    print(f"SIGTERM to {who} mid-decode: exit {rc} after {dt:.1f} s")
     text = show(f"{out}/job.log")
     if rc is None:
         fail("mpirun did not end within 60 s of SIGTERM (killed)")
     if dt > 15:
         fail(f"took {dt:.1f} s (limit 15)")
+    if to_ranks and rc != 143:  # mpirun passes on the ranks' own status (143: stopped by SIGTERM)
+        fail(f"exit {rc}, expected 143 from the ranks")
     no_survivors(ranks.values(), "sigterm")
     if os.path.exists(f"{out}/report.json"):
         try:
@@ -325,6 +331,7 @@ if __name__ == "__main__":
     os.makedirs(WORK, exist_ok=True)
     cmds = {"stall": stall, "pause": pause, "sigterm-run": sigterm_run,
             "sigterm-ranks": lambda: sigterm_run(to_ranks=True),
+            "sigterm-one-rank": lambda: sigterm_run(to_ranks="one"),
             "convert-interrupted": convert_interrupted, "convert-disk-full": convert_disk_full}
     t = time.time()
     cmds[sys.argv[1]]()
