@@ -37,7 +37,7 @@ for t in plan/plan_tests kernels/kernels_tests golden/golden_ops_tests; do
   (cd "$san/tests/$(dirname "$t")" && "./$(basename "$t")" --gtest_brief=1)
 done
 ctest --test-dir "$san" --output-on-failure \
-  -R '^(dist_(convert_4|requests|fail_bad_input|fail_kill_rank)|fault_(stalled_rank|paused_rank|sigterm_eval|sigterm_ranks))$'
+  -R '^(dist_(convert_4|requests|fail_bad_input|fail_kill_rank)|fault_(stalled_rank|paused_rank|sigterm_eval|sigterm_ranks|sigterm_one_rank))$'
 unset ASAN_OPTIONS UBSAN_OPTIONS
 # Fuzz smoke: every libFuzzer target (clang, ASan + UBSan) for DSV4_FUZZ_SECONDS (default 20: 8 targets
 # x 20 s keeps the whole CI under its 30 minutes) from its seeds.
