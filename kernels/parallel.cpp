@@ -5,11 +5,18 @@
 // fails if the epoch moved on, the region closed or it is full; the caller closes the region once its
 // own for_each returns (every chunk claimed) and then waits only for the workers that joined.
 // Workers spin briefly between regions (a decode step opens them microseconds apart), then sleep on a
-// futex (std::atomic::wait); workers beyond the current thread count sleep at once. Region bodies must
-// not throw (the kernels do not).
+// futex; workers beyond the current thread count sleep at once. Region bodies must not throw (the
+// kernels do not). The futex is called directly: GCC 12's std::atomic::wait lost a wake-up here (a
+// worker slept through the pool's shutdown and the process hung at exit). The pool is never destroyed:
+// its sleeping workers end with the process.
 #include "kernels/parallel.hpp"
 
+#include <linux/futex.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
 #include <chrono>
+#include <climits>
 #include <mutex>
 #include <system_error>
 #include <thread>
@@ -29,15 +36,10 @@ inline void cpu_relax() {
 }
 
 thread_local bool t_in_region = false;
+static_assert(sizeof(std::atomic<uint32_t>) == sizeof(uint32_t) && std::atomic<uint32_t>::is_always_lock_free, "the futex word");
 
 class Pool {
  public:
-  ~Pool() {
-    quit_.store(true);
-    epoch_.fetch_add(1, std::memory_order_release);
-    epoch_.notify_all();
-    for (auto& t : workers_) t.join();
-  }
 
   void run(const Region& r, int threads) {
     if (busy_.exchange(true, std::memory_order_acquire)) {  // another caller's region: run this one inline
@@ -50,8 +52,9 @@ class Pool {
     region_ = &r;
     const uint32_t e = epoch_.load(std::memory_order_relaxed) + 1;
     state_.store(uint64_t(e) << 32 | uint64_t(helpers) << kCapShift, std::memory_order_release);
-    epoch_.store(e, std::memory_order_release);
-    epoch_.notify_all();
+    epoch_.store(e, std::memory_order_seq_cst);
+    if (sleepers_.load(std::memory_order_seq_cst) > 0)  // Dekker with the sleeper's increment
+      ::syscall(SYS_futex, &epoch_, FUTEX_WAKE_PRIVATE, INT_MAX, nullptr, nullptr, 0);
     t_in_region = true;
     r.run(r.ctx, *r.ws);
     t_in_region = false;
@@ -97,12 +100,11 @@ class Pool {
       for (int i = 0; epoch_.load(std::memory_order_acquire) == seen; ++i) {
         cpu_relax();
         if (!used || ((i & 255) == 255 && clock::now() - t0 > std::chrono::microseconds(200))) {
-          epoch_.wait(seen, std::memory_order_acquire);
+          sleep_while(seen);
           break;
         }
       }
       seen = epoch_.load(std::memory_order_acquire);
-      if (quit_.load(std::memory_order_acquire)) return;
       const uint64_t s = state_.load(std::memory_order_acquire);
       used = uint32_t(s >> 32) == seen && uint64_t(index) < (s & kCap) >> kCapShift;
       if (!used || !join(seen)) continue;
@@ -116,6 +118,14 @@ class Pool {
     }
   }
 
+  // Sleeps until epoch_ differs from `seen` (the kernel checks the value, so no wake-up is lost).
+  void sleep_while(uint32_t seen) {
+    sleepers_.fetch_add(1, std::memory_order_seq_cst);
+    while (epoch_.load(std::memory_order_seq_cst) == seen)
+      ::syscall(SYS_futex, &epoch_, FUTEX_WAIT_PRIVATE, seen, nullptr, nullptr, 0);
+    sleepers_.fetch_sub(1, std::memory_order_relaxed);
+  }
+
   bool join(uint32_t epoch) {
     uint64_t s = state_.load(std::memory_order_acquire);
     for (;;) {
@@ -126,16 +136,16 @@ class Pool {
 
   std::atomic<uint64_t> state_{0};
   std::atomic<uint32_t> epoch_{0};
-  std::atomic<bool> busy_{false}, quit_{false};
-  std::atomic<int> started_{0};
+  std::atomic<bool> busy_{false};
+  std::atomic<int> started_{0}, sleepers_{0};
   const Region* region_ = nullptr;
   std::mutex m_;
   std::vector<std::thread> workers_;
 };
 
 Pool& pool() {
-  static Pool p;
-  return p;
+  static Pool* p = new Pool;  // never destroyed (see above)
+  return *p;
 }
 
 }  // namespace
